@@ -1,0 +1,355 @@
+"""The default network: a learned, spatially adaptive mixture of J-invariant priors.
+
+Measurements (``../shared/QUALITY_NOTES.md``) show that a network trained from
+scratch on one small, mostly-zero EDS cube stays far below classical
+smoothing. This model therefore starts from classical estimates and learns
+only how to combine them, pixel by pixel:
+
+* a low-rank spectral prior: the cube's Poisson-normalised principal
+  spectra (as HyperSpy's ``decomposition(normalize_poissonian_noise=True)``),
+  with the rank chosen by the Noise2Self criterion itself;
+* spatial Gaussian smoothing at several scales.
+
+Every candidate estimate is *J-invariant at the voxel level*: the estimate of
+voxel (e, y, x) never uses the count in that voxel (its own share is removed
+analytically and replaced by the same share of the neighbours' mean), but it
+does use the same pixel's other channels and the neighbouring pixels. A small 2D convolutional network looks
+at local features (count level, how much the candidates disagree, optionally
+the HAADF guide) and outputs per-pixel convex weights over the candidates.
+
+Because the output is a convex combination of estimates computed from the
+X-ray counts alone, a guide image can only change *how much* the X-ray data
+are smoothed where, never paint its own contrast into an element map.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._common import check_input
+
+__all__ = ["PriorMixture", "gaussian_kernel1d", "smooth2d"]
+
+
+def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> Tensor:
+    """Normalised 1D Gaussian kernel truncated at 3 sigma."""
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    t = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def _reflect(idx: Tensor, n: int) -> Tensor:
+    """Mirror indices into [0, n) ("reflect" borders: the edge sample is not repeated)."""
+    if n == 1:
+        return torch.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = idx.remainder(period)
+    return torch.where(idx >= n, period - idx, idx)
+
+
+@functools.lru_cache(maxsize=64)
+def _smoothing_matrix(n: int, sigma: float) -> Tensor:
+    k = gaussian_kernel1d(sigma, dtype=torch.float64)
+    r = k.numel() // 2
+    rows = torch.arange(n)[:, None].expand(n, 2 * r + 1)
+    cols = _reflect(rows + torch.arange(-r, r + 1)[None, :], n)
+    mat = torch.zeros(n, n, dtype=torch.float64)
+    mat.scatter_add_(1, cols, k[None, :].expand(n, -1).clone())
+    return mat
+
+
+def smooth2d(planes: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian smoothing of (..., Y, X) planes with reflect borders.
+
+    Implemented as two small dense matrix products (fast on CPU for the
+    tile sizes used here, and exact at the borders).
+    """
+    if sigma <= 0:
+        return planes
+    y, x = planes.shape[-2:]
+    sy = _smoothing_matrix(y, float(sigma)).to(planes.device, planes.dtype)
+    sx = _smoothing_matrix(x, float(sigma)).to(planes.device, planes.dtype)
+    return torch.matmul(sy, torch.matmul(planes, sx.T))
+
+
+def _centre_weight(sigma: float) -> float:
+    if sigma <= 0:
+        return 1.0
+    k = gaussian_kernel1d(sigma, dtype=torch.float64)
+    return float(k[k.numel() // 2] ** 2)
+
+
+class PriorMixture(nn.Module):
+    """Spatially adaptive mixture of voxel-J-invariant spatial-spectral priors.
+
+    Parameters
+    ----------
+    guide : bool
+        Whether the input carries a guide-image channel (channel 1).
+    lowrank_sigmas : tuple of float
+        Spatial scales (pixels) of the low-rank candidates; 0 means the
+        pixel's own spectrum projected on the low-rank basis.
+    spatial_sigmas : tuple of float
+        Scales of the purely spatial candidates (neighbour averages per
+        channel, no spectral prior) for signal outside the low-rank span.
+    max_rank : int
+        Largest rank tried for the spectral basis.
+    rank : int or None
+        Fixed rank; ``None`` chooses it on each cube by the self-supervised
+        (J-invariant) error of the sigma = 1 candidate.
+    width, depth : int
+        Width and number of 3x3 layers of the 2D mixing network.
+
+    Notes
+    -----
+    The spectral basis is data, not a learned weight: :meth:`adapt` computes
+    it for each cube to denoise (it is not part of the state dict), so a
+    trained mixing network applies to new cubes with other energy axes.
+    """
+
+    def __init__(
+        self,
+        guide: bool = False,
+        lowrank_sigmas: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0),
+        spatial_sigmas: tuple[float, ...] = (1.0, 2.0),
+        max_rank: int = 24,
+        rank: int | None = None,
+        width: int = 32,
+        depth: int = 4,
+    ):
+        super().__init__()
+        self.guide = guide
+        self.lowrank_sigmas = tuple(float(s) for s in lowrank_sigmas)
+        self.spatial_sigmas = tuple(float(s) for s in spatial_sigmas)
+        if not self.lowrank_sigmas:
+            raise ValueError("lowrank_sigmas must name at least one scale")
+        self.max_rank = int(max_rank)
+        self.fixed_rank = rank
+        self.n_candidates = len(self.lowrank_sigmas) + len(self.spatial_sigmas)
+        n_feat = 3 + (len(self.lowrank_sigmas) - 1) + (2 if guide else 0)
+        layers: list[nn.Module] = [nn.Conv2d(n_feat, width, 3, padding=1), nn.GELU()]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.GELU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(width, self.n_candidates, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        # per-cube data (not saved): basis (E, K) in normalised space, channel weights
+        self.register_buffer("basis", torch.zeros(0, 0), persistent=False)
+        self.register_buffer("channel_scale", torch.zeros(0), persistent=False)
+        self.register_buffer("count_scale", torch.tensor(1.0), persistent=False)
+        self.rank_errors: list[float] = []
+
+    # ------------------------------------------------------------------ data prior
+    @property
+    def rank(self) -> int:
+        """Rank of the current spectral basis (0 before :meth:`adapt`)."""
+        return int(self.basis.shape[1]) if self.basis.numel() else 0
+
+    @torch.no_grad()
+    def adapt(self, cube: Tensor, guide: Tensor | None = None, max_pixels: int = 20000) -> None:
+        """Compute the spectral basis of a (E, Y, X) count cube.
+
+        The rank is chosen by cross-fitting: a basis is fitted on each half of
+        a pixel checkerboard and scored, by the self-supervised error of the
+        sigma = 1 candidate, on the other half. A basis scored on the pixels
+        it was fitted to would reward fitting noise (its noise components
+        "remember" the counts they are scored on). The final basis is then
+        fitted on all pixels at the chosen rank.
+
+        Parameters
+        ----------
+        cube : torch.Tensor
+            Counts, (E, Y, X), the processing window only.
+        guide : torch.Tensor, optional
+            Unused; accepted for a uniform interface.
+        max_pixels : int
+            At most this many pixels (a regular subsample) enter each SVD.
+        """
+        cube = cube.detach().to(torch.float32)
+        e, y, x = cube.shape
+        flat = cube.reshape(e, y * x)
+        mean = flat.mean().clamp_min(1e-6)
+        b = flat.mean(dim=1) + 1e-3 * mean  # channel means (> 0)
+        self.channel_scale = torch.sqrt(b)
+        self.count_scale = mean
+        k_cap = max(1, int(min(self.max_rank, e - 1, y * x // 4)))
+        if self.fixed_rank is not None:
+            self.basis = self._fit_basis(flat, min(self.fixed_rank, k_cap), max_pixels)
+            self.rank_errors = []
+            return
+        parity = ((torch.arange(y)[:, None] + torch.arange(x)[None, :]) % 2 == 0).reshape(-1)
+        g0 = _centre_weight(1.0)
+        sm = smooth2d(cube, 1.0).reshape(e, -1)
+        fill = (sm - g0 * flat) / (1.0 - g0)  # neighbour mean: J-invariant
+        sq_err = torch.zeros(k_cap, dtype=torch.float64)
+        for fit_on in (parity, ~parity):
+            v = self._fit_basis(flat[:, fit_on], k_cap, max_pixels)
+            test = ~fit_on
+            z = v.T @ (sm[:, test] / self.channel_scale[:, None])
+            target = flat[:, test]
+            recon = torch.zeros_like(target)
+            diag = torch.zeros(e, 1)
+            for k in range(k_cap):
+                recon += torch.outer(v[:, k] * self.channel_scale, z[k])
+                diag += (v[:, k] ** 2)[:, None]
+                est = recon + g0 * diag * (fill[:, test] - target)
+                sq_err[k] += float(((est - target) ** 2).sum())
+        errors = (sq_err / flat.numel()).tolist()
+        self.rank_errors = errors
+        best = int(torch.tensor(errors).argmin()) + 1
+        self.basis = self._fit_basis(flat, best, max_pixels)
+
+    def _fit_basis(self, flat: Tensor, k: int, max_pixels: int) -> Tensor:
+        """(E, k) orthonormal principal spectra of Poisson-normalised (E, N) counts."""
+        step = max(1, math.ceil(flat.shape[1] / max_pixels))
+        sub = flat[:, ::step]
+        a = sub.mean(dim=0) + 1e-3 * sub.mean().clamp_min(1e-6)  # pixel means (> 0)
+        norm = sub / self.channel_scale[:, None] / torch.sqrt(a)[None, :]
+        q = min(k + 8, min(norm.shape))
+        u, _, _ = torch.svd_lowrank(norm, q=q, niter=4)
+        return u[:, :k].contiguous()
+
+    # ------------------------------------------------------------------ candidates
+    def _check_ready(self, e: int) -> None:
+        if not self.basis.numel():
+            raise RuntimeError("call adapt(cube) before using PriorMixture (no spectral basis)")
+        if e != self.basis.shape[0]:
+            raise ValueError(
+                f"the cube has {e} energy channels but the spectral basis was computed for "
+                f"{self.basis.shape[0]}; call adapt() on this cube first"
+            )
+
+    def _abundances(self, c: Tensor) -> list[Tensor]:
+        """Normalised-space abundances smoothed at each low-rank scale, each (B, K, Y, X)."""
+        z = torch.einsum("ek,beyx->bkyx", self.basis, c / self.channel_scale.view(1, -1, 1, 1))
+        return [smooth2d(z, s) for s in self.lowrank_sigmas]
+
+    def _self_weights(self) -> Tensor:
+        """(n_lowrank, E) weight of each voxel's own count in the low-rank projections.
+
+        A candidate removes this share of the voxel's own count and puts the
+        same share of the neighbour mean in its place, which keeps it unbiased
+        and J-invariant whatever the weight (up to 1 for a basis vector that
+        sits on a single channel).
+        """
+        diag = (self.basis**2).sum(dim=1)
+        g0 = torch.tensor(
+            [_centre_weight(s) for s in self.lowrank_sigmas], device=diag.device, dtype=diag.dtype
+        )
+        return g0[:, None] * diag[None, :]
+
+    @staticmethod
+    def _neighbour_mean(c: Tensor) -> Tensor:
+        """Mean of the spatial neighbours (sigma-1 Gaussian, centre excluded), per channel."""
+        g0 = _centre_weight(1.0)
+        return (smooth2d(c, 1.0) - g0 * c) / (1.0 - g0)
+
+    def candidates(self, counts: Tensor) -> Tensor:
+        """Voxel-J-invariant candidate estimates of (B, 1, E, Y, X) counts.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, n_candidates, E, Y, X): the low-rank candidates (one per
+            ``lowrank_sigmas``), then the spatial ones (one per ``spatial_sigmas``).
+        """
+        b, _, e, y, x = counts.shape
+        self._check_ready(e)
+        c = counts[:, 0]
+        scale = self.channel_scale.view(1, e, 1, 1)
+        w_self = self._self_weights()
+        fill = self._neighbour_mean(c)
+        out = []
+        for i, zs in enumerate(self._abundances(c)):
+            proj = torch.einsum("ek,bkyx->beyx", self.basis, zs) * scale
+            w = w_self[i].view(1, e, 1, 1)
+            out.append(proj + w * (fill - c))
+        for sigma in self.spatial_sigmas:
+            g0 = _centre_weight(sigma)
+            out.append((smooth2d(c, sigma) - g0 * c) / (1.0 - g0))
+        return torch.stack(out, dim=1)
+
+    def _features(self, c: Tensor, zs: list[Tensor], guide: Tensor | None) -> Tensor:
+        """Per-pixel features (B, F, Y, X) of the mixing network."""
+        e = c.shape[1]
+        total = c.sum(dim=1, keepdim=True) / (self.count_scale * e)
+        feats = [torch.log(smooth2d(total, s) + 1e-2) for s in (1.0, 2.0, 4.0)]
+        vd = self.basis * self.channel_scale[:, None]  # (E, K) spectra in counts
+        gram = vd.T @ vd
+        ones = vd.sum(dim=0)  # total counts of each component
+        for a, b_ in zip(zs[:-1], zs[1:]):
+            d = a - b_
+            sq = torch.einsum("bkyx,kl,blyx->byx", d, gram, d)[:, None]
+            tot = torch.einsum("k,bkyx->byx", ones, b_)[:, None].clamp_min(0)
+            feats.append(torch.log1p(sq / (tot + 1.0)))
+        if self.guide:
+            g = guide
+            flat = g.flatten(1)
+            med = flat.median(dim=1).values.view(-1, 1, 1, 1)
+            q = torch.quantile(flat, torch.tensor([0.1, 0.9], device=g.device), dim=1)
+            spread = (q[1] - q[0]).clamp_min(1e-6).view(-1, 1, 1, 1)
+            gn = (g - med) / spread
+            gy, gx = torch.gradient(smooth2d(gn, 1.0), dim=(2, 3))
+            feats += [gn, torch.sqrt(gx**2 + gy**2)]
+        return torch.cat(feats, dim=1)
+
+    def mixing_weights(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
+        """Per-pixel convex weights over the candidates, (B, n_candidates, Y, X)."""
+        self._check_ready(counts.shape[2])
+        c = counts[:, 0]
+        return self._weights(c, self._abundances(c), guide)
+
+    def _weights(self, c: Tensor, zs: list[Tensor], guide: Tensor | None) -> Tensor:
+        return torch.softmax(self.head(self.body(self._features(c, zs, guide))), dim=1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Denoise (B, C, E, Y, X) counts (+ guide).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, C, E, Y, X): counts (channel 0) and, with ``guide=True``, the
+            guide image broadcast along energy (channel 1).
+        mask : torch.Tensor, optional
+            Boolean (B, 1, E, Y, X). When given, only the estimates at the
+            masked voxels are computed and returned, as a 1-D tensor in the
+            order of ``mask.nonzero()`` (cheap training on hidden voxels).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, 1, E, Y, X) expected counts, or the masked values (see ``mask``).
+        """
+        check_input(x, self.guide)
+        c = x[:, 0]
+        guide = x[:, 1:2, 0] if self.guide else None
+        self._check_ready(c.shape[1])
+        zs = self._abundances(c)
+        w = self._weights(c, zs, guide)
+        if mask is None:
+            cands = self.candidates(x[:, :1])
+            return (cands * w[:, :, None]).sum(dim=1, keepdim=True)
+        bi, _, ei, yi, xi = mask.nonzero(as_tuple=True)
+        cv = c[bi, ei, yi, xi]
+        scale = self.channel_scale[ei]
+        w_self = self._self_weights()[:, ei]  # (n_lowrank, M)
+        wv = w[bi, :, yi, xi]  # (M, n_candidates)
+        rows = self.basis[ei]  # (M, K)
+        fill = self._neighbour_mean(c)[bi, ei, yi, xi]
+        out = torch.zeros_like(cv)
+        for i, zs_i in enumerate(zs):
+            proj = (rows * zs_i[bi, :, yi, xi]).sum(dim=1) * scale
+            out = out + wv[:, i] * (proj + w_self[i] * (fill - cv))
+        n_lr = len(zs)
+        for j, sigma in enumerate(self.spatial_sigmas):
+            g0 = _centre_weight(sigma)
+            sm = smooth2d(c, sigma)[bi, ei, yi, xi]
+            out = out + wv[:, n_lr + j] * (sm - g0 * cv) / (1.0 - g0)
+        return out
