@@ -4,7 +4,7 @@ Every function takes a HyperSpy/exspy spectrum image and returns a **new** signa
 class, with the same axes and metadata, float32 data, a title suffix and the method recorded in
 ``metadata.Signal.Denoising``; the input is never modified. Only the channels of the processing
 energy window (0.2 keV up to the lower of the beam energy and 20 keV, see
-:func:`n2s_eds.metrics.processing_window`) are denoised; the zero peak and the channels above
+:func:`n2s_eds.preprocess.processing_window`) are denoised; the zero peak and the channels above
 the beam energy are returned unchanged.
 
 * :func:`gaussian`: spatial Gaussian smoothing of each energy channel.
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from .exceptions import InvalidInputError
-from .metrics import processing_window
-from .preprocess import EnergyWindow
+from .io import result_signal
+from .preprocess import EnergyWindow, processing_window
 
 __all__ = [
     "gaussian",
@@ -69,22 +69,6 @@ def _window_data(signal: Any) -> tuple[np.ndarray, EnergyWindow]:
     if hasattr(data, "compute"):
         data = data.compute()
     return np.array(data, dtype=np.float32, copy=True), window
-
-
-def _new_signal(
-    signal: Any, data: np.ndarray, method: str, parameters: dict[str, Any], label: str
-) -> Any:
-    """A new signal like ``signal`` with ``data``, a title suffix and provenance metadata."""
-    if getattr(signal, "_lazy", False):
-        import dask.array as da
-
-        data = da.from_array(data, chunks=signal.data.chunksize)
-    out = signal._deepcopy_with_new_data(data)
-    title = signal.metadata.get_item("General.title", default="") or ""
-    out.metadata.set_item("General.title", f"{title} ({label})".strip())
-    out.metadata.set_item("Signal.Denoising.method", method)
-    out.metadata.set_item("Signal.Denoising.parameters", dict(parameters))
-    return out
 
 
 def _gaussian_array(data: np.ndarray, sigma: float) -> np.ndarray:
@@ -180,7 +164,7 @@ def gaussian(signal: Any, sigma: float = 1.0) -> Any:
     data, window = _window_data(signal)
     data[..., window.slice] = _gaussian_array(data[..., window.slice], sigma)
     params = {"sigma": sigma, "window_kev": [window.low_kev, window.high_kev]}
-    return _new_signal(signal, data, "gaussian", params, f"Gaussian sigma={sigma:g}")
+    return result_signal(signal, data, "gaussian", params, f"Gaussian sigma={sigma:g}")
 
 
 def pca(signal: Any, n_components: int | None = None) -> Any:
@@ -210,7 +194,7 @@ def pca(signal: Any, n_components: int | None = None) -> Any:
     data[..., window.slice] = model
     params = {"n_components": k, "elbow": n_components is None}
     params["window_kev"] = [window.low_kev, window.high_kev]
-    return _new_signal(signal, data, "pca", params, f"PCA k={k}")
+    return result_signal(signal, data, "pca", params, f"PCA k={k}")
 
 
 def pca_gaussian(signal: Any, n_components: int | None = None, sigma: float = 1.0) -> Any:
@@ -236,7 +220,7 @@ def pca_gaussian(signal: Any, n_components: int | None = None, sigma: float = 1.
     data[..., window.slice] = _gaussian_array(model, sigma)
     params = {"n_components": k, "elbow": n_components is None, "sigma": sigma}
     params["window_kev"] = [window.low_kev, window.high_kev]
-    return _new_signal(signal, data, "pca_gaussian", params, f"PCA k={k} + Gaussian {sigma:g}")
+    return result_signal(signal, data, "pca_gaussian", params, f"PCA k={k} + Gaussian {sigma:g}")
 
 
 def _anscombe_denoise(
@@ -261,7 +245,7 @@ def _anscombe_denoise(
         "seconds": round(time.perf_counter() - t0, 3),
         "window_kev": [window.low_kev, window.high_kev],
     }
-    return _new_signal(signal, data, name, params, f"{name.upper()} Anscombe")
+    return result_signal(signal, data, name, params, f"{name.upper()} Anscombe")
 
 
 def bm3d(signal: Any, sigma: float = 1.0) -> Any:

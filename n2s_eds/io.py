@@ -30,6 +30,7 @@ from .exceptions import InvalidInputError
 
 __all__ = [
     "Acquisition",
+    "result_signal",
     "NonIntegerCountsWarning",
     "load",
     "load_guide",
@@ -782,3 +783,24 @@ def save(
         signal.tmp_parameters.set_item("extension", final.suffix)
     logger.info("saved %s", final)
     return final
+
+
+def result_signal(
+    signal: Any, data: np.ndarray, method: str, parameters: dict[str, Any], label: str
+) -> Any:
+    """A new signal like ``signal`` holding ``data``, as a HyperSpy method returns one.
+
+    Same class, axes and metadata (a deep copy); the title gets ``label`` as
+    a suffix and ``metadata.Signal.Denoising`` records ``method`` and
+    ``parameters``. A lazy input gives a lazy result. The input is not modified.
+    """
+    if getattr(signal, "_lazy", False):
+        import dask.array as da
+
+        data = da.from_array(data, chunks=signal.data.chunksize)
+    out = signal._deepcopy_with_new_data(data)
+    title = signal.metadata.get_item("General.title", default="") or ""
+    out.metadata.set_item("General.title", f"{title} ({label})".strip())
+    out.metadata.set_item("Signal.Denoising.method", method)
+    out.metadata.set_item("Signal.Denoising.parameters", dict(parameters))
+    return out

@@ -31,13 +31,10 @@ import numpy as np
 
 from .exceptions import InvalidInputError
 from .preprocess import (
-    DEFAULT_HIGH_KEV,
-    DEFAULT_LOW_KEV,
     EnergyWindow,
-    beam_energy_kev,
     detector_fwhm_kev,
     energy_axis_kev,
-    energy_window,
+    processing_window,
 )
 
 __all__ = [
@@ -91,27 +88,6 @@ class ElementWindow:
     def slice(self) -> slice:
         """The channel slice."""
         return slice(self.start, self.stop)
-
-
-def processing_window(
-    signal: Any,
-    low_kev: float = DEFAULT_LOW_KEV,
-    high_kev: float | None = DEFAULT_HIGH_KEV,
-) -> EnergyWindow:
-    """The processing energy window of a spectrum image.
-
-    Parameters
-    ----------
-    signal : exspy.signals.EDSSpectrum
-        The spectrum image (its energy axis and beam energy are read).
-    low_kev, high_kev : float
-        Window edges in keV; the upper edge is lowered to the beam energy when that is lower.
-
-    Returns
-    -------
-    EnergyWindow
-    """
-    return energy_window(energy_axis_kev(signal), low_kev, high_kev, beam_energy_kev(signal))
 
 
 def _fwhm_mn_ka_ev(signal: Any) -> float:

@@ -24,6 +24,7 @@ __all__ = [
     "signal_to_cube",
     "cube_to_data",
     "detector_fwhm_kev",
+    "processing_window",
 ]
 
 #: Lower edge of the processing window: the detector zero/strobe peak lies below.
@@ -194,3 +195,24 @@ def detector_fwhm_kev(energy_kev: float | np.ndarray, fwhm_mn_ka_ev: float = 130
     e_ev = np.asarray(energy_kev, dtype=np.float64) * 1000.0
     fwhm2 = fwhm_mn_ka_ev**2 + 2.5 * (e_ev - 5898.7)
     return np.sqrt(np.maximum(fwhm2, 1.0)) / 1000.0
+
+
+def processing_window(
+    signal: Any,
+    low_kev: float = DEFAULT_LOW_KEV,
+    high_kev: float | None = DEFAULT_HIGH_KEV,
+) -> EnergyWindow:
+    """The processing energy window of a spectrum image.
+
+    Parameters
+    ----------
+    signal : exspy.signals.EDSSpectrum
+        The spectrum image (its energy axis and beam energy are read).
+    low_kev, high_kev : float
+        Window edges in keV; the upper edge is lowered to the beam energy when that is lower.
+
+    Returns
+    -------
+    EnergyWindow
+    """
+    return energy_window(energy_axis_kev(signal), low_kev, high_kev, beam_energy_kev(signal))

@@ -21,7 +21,7 @@ def check_input(x: Tensor, guide: bool) -> None:
 def pad_to_multiple(x: Tensor, multiples: tuple[int, int, int]) -> tuple[Tensor, tuple]:
     """Pad the last three axes up to multiples (replicate), return the crop that undoes it."""
     sizes = x.shape[-3:]
-    pads = [(-s) % m for s, m in zip(sizes, multiples)]
+    pads = [(-s) % m for s, m in zip(sizes, multiples, strict=True)]
     crop = (slice(None), slice(None), *(slice(0, s) for s in sizes))
     if not any(pads):
         return x, crop

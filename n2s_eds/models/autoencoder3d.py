@@ -88,6 +88,11 @@ class ConvAutoencoder3D(nn.Module):
         self.head = nn.Conv3d(chans[0], 1, 1)
         self.register_buffer("count_scale", torch.tensor(1.0))
 
+    @property
+    def receptive_radius(self) -> int:
+        """Voxels of context one output voxel depends on, per axis (for tiling halos)."""
+        return 4 * 2**self.depth + 4
+
     @torch.no_grad()
     def adapt(self, cube: Tensor, guide: Tensor | None = None) -> None:
         """Set the input scale from a (E, Y, X) count cube (its mean count per voxel)."""
@@ -96,9 +101,7 @@ class ConvAutoencoder3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.guide)
         shape = x.shape
-        x, crop = pad_to_multiple(
-            x, (self.energy_stride**self.depth, 2**self.depth, 2**self.depth)
-        )
+        x, crop = pad_to_multiple(x, (self.energy_stride**self.depth, 2**self.depth, 2**self.depth))
         scale = self.count_scale
         counts = x[:, :1] / scale
         h = torch.cat([counts, x[:, 1:]], dim=1) if self.guide else counts

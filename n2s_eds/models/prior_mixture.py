@@ -28,7 +28,6 @@ import functools
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import check_input
@@ -113,6 +112,9 @@ class PriorMixture(nn.Module):
     trained mixing network applies to new cubes with other energy axes.
     """
 
+    #: ``forward(x, mask)`` returns estimates at the masked voxels only.
+    supports_masked_forward = True
+
     def __init__(
         self,
         guide: bool = False,
@@ -145,6 +147,15 @@ class PriorMixture(nn.Module):
         self.register_buffer("channel_scale", torch.zeros(0), persistent=False)
         self.register_buffer("count_scale", torch.tensor(1.0), persistent=False)
         self.rank_errors: list[float] = []
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context one output pixel depends on (for tiling halos)."""
+        smooth = max(
+            int(math.ceil(3.0 * s)) for s in (*self.lowrank_sigmas, *self.spatial_sigmas, 4.0)
+        )
+        n_conv = sum(isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 for m in self.body)
+        return 2 * smooth + n_conv + 2
 
     # ------------------------------------------------------------------ data prior
     @property
@@ -284,20 +295,15 @@ class PriorMixture(nn.Module):
         vd = self.basis * self.channel_scale[:, None]  # (E, K) spectra in counts
         gram = vd.T @ vd
         ones = vd.sum(dim=0)  # total counts of each component
-        for a, b_ in zip(zs[:-1], zs[1:]):
+        for a, b_ in zip(zs[:-1], zs[1:], strict=True):
             d = a - b_
             sq = torch.einsum("bkyx,kl,blyx->byx", d, gram, d)[:, None]
             tot = torch.einsum("k,bkyx->byx", ones, b_)[:, None].clamp_min(0)
             feats.append(torch.log1p(sq / (tot + 1.0)))
         if self.guide:
-            g = guide
-            flat = g.flatten(1)
-            med = flat.median(dim=1).values.view(-1, 1, 1, 1)
-            q = torch.quantile(flat, torch.tensor([0.1, 0.9], device=g.device), dim=1)
-            spread = (q[1] - q[0]).clamp_min(1e-6).view(-1, 1, 1, 1)
-            gn = (g - med) / spread
-            gy, gx = torch.gradient(smooth2d(gn, 1.0), dim=(2, 3))
-            feats += [gn, torch.sqrt(gx**2 + gy**2)]
+            # the guide arrives robustly normalised for the whole scan (see api.normalise_guide)
+            gy, gx = torch.gradient(smooth2d(guide, 1.0), dim=(2, 3))
+            feats += [guide, torch.sqrt(gx**2 + gy**2)]
         return torch.cat(feats, dim=1)
 
     def mixing_weights(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:

@@ -1,0 +1,117 @@
+"""The LightningModule: wires an injected network, masker and loss.
+
+It holds no data-specific state of its own: the network's per-cube data
+(input scale, spectral basis) are set by ``net.adapt`` from the datamodule
+at ``setup``.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from .losses import masked_mse, masked_poisson_nll
+from .masking import BernoulliMasker
+
+__all__ = ["N2SModule", "LOSSES"]
+
+LOSSES = {"mse": masked_mse, "poisson": masked_poisson_nll}
+
+
+def _default_optimizer(params) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=3e-3)
+
+
+class N2SModule(L.LightningModule):
+    """Noise2Self training of a denoising network on hidden voxels.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A network from :mod:`n2s_eds.models`, mapping (B, C, E, Y, X) to
+        (B, 1, E, Y, X); C = 2 when ``net.guide`` is true.
+    mask_rate : float
+        Fraction of voxels hidden in each training step.
+    mask_mode : {"voxel", "spectrum"}
+        Hide single voxels or whole spectra.
+    replacement : {"local_mean", "zero", "neighbor"}
+        What a hidden voxel is replaced by in the network's input.
+    loss : {"mse", "poisson"}
+        Masked MSE or masked Poisson negative log-likelihood.
+    optimizer : callable
+        Builds the optimizer from the parameters (LightningCLI's
+        ``OptimizerCallable``); Adam with lr 3e-3 by default.
+    val_seed : int
+        Seed of the validation masks.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mask_rate: float = 0.05,
+        mask_mode: str = "voxel",
+        replacement: str = "local_mean",
+        loss: str = "mse",
+        optimizer: OptimizerCallable = _default_optimizer,
+        val_seed: int = 1234,
+    ):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.net = net
+        self.masker = BernoulliMasker(mask_rate, mask_mode, replacement)
+        self.loss_fn = LOSSES[loss]
+        self.optimizer_factory = optimizer
+        self._adapted = False
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if not self._adapted and dm is not None and hasattr(dm, "adapt_data"):
+            cube, guide = dm.adapt_data()
+            self.adapt(cube, guide)
+
+    def adapt(self, cube: Tensor, guide: Tensor | None = None) -> None:
+        """Set the network's per-cube data from a (E, Y, X) count cube."""
+        if hasattr(self.net, "adapt"):
+            self.net.adapt(cube.to(self.device), None if guide is None else guide.to(self.device))
+        self._adapted = True
+
+    def _inputs(self, counts: Tensor, guide: Tensor | None) -> Tensor:
+        if not getattr(self.net, "guide", False):
+            return counts
+        if guide is None:
+            raise ValueError("this network expects a guide image but the batch has none")
+        e = counts.shape[2]
+        return torch.cat([counts, guide[:, :, None].expand(-1, -1, e, -1, -1)], dim=1)
+
+    def masked_loss(self, batch: dict[str, Tensor], generator=None) -> Tensor:
+        """Hide voxels, predict them, and return the loss on the hidden ones."""
+        counts = batch["counts"]
+        masked, mask = self.masker(counts, generator=generator)
+        inputs = self._inputs(masked, batch.get("guide"))
+        if getattr(self.net, "supports_masked_forward", False):
+            pred = self.net(inputs, mask)
+            target = counts[mask]
+            return self.loss_fn(pred, target, torch.ones_like(target, dtype=torch.bool))
+        return self.loss_fn(self.net(inputs), counts, mask)
+
+    def forward(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
+        return self.net(self._inputs(counts, guide))
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.masked_loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["counts"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        gen = torch.Generator(device=batch["counts"].device)
+        gen.manual_seed(self.hparams.val_seed + batch_idx)
+        loss = self.masked_loss(batch, generator=gen)
+        self.log("val_loss", loss, prog_bar=True, batch_size=batch["counts"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.parameters())
