@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -10,8 +9,8 @@ import exspy
 import hyperspy.api as hs
 import numpy as np
 import pytest
+from conftest import require_data
 
-from n2s_eds.datasets import data_path
 from n2s_eds.exceptions import InvalidInputError
 from n2s_eds.io import (
     Acquisition,
@@ -22,17 +21,6 @@ from n2s_eds.io import (
     match_guide,
     save,
 )
-
-
-def require_data(name: str) -> Path:
-    """Path of a real data file; skip when absent, except on CI where absence fails."""
-    path = data_path(name)
-    if not path.exists():
-        message = f"real data file {path} is absent (set N2S_EDS_DATA to the data folder)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def make_cube(

@@ -63,18 +63,33 @@ def _smoothing_matrix(n: int, sigma: float) -> Tensor:
     return mat
 
 
-def smooth2d(planes: Tensor, sigma: float) -> Tensor:
+def smooth2d(planes: Tensor, sigma: float, transpose: bool = False) -> Tensor:
     """Separable Gaussian smoothing of (..., Y, X) planes with reflect borders.
 
     Implemented as two small dense matrix products (fast on CPU for the
-    tile sizes used here, and exact at the borders).
+    tile sizes used here, and exact at the borders). Each output pixel is a
+    weighted mean of input pixels (rows of the operator sum to 1). With
+    ``transpose=True`` the adjoint is applied instead: each input pixel
+    spreads its value over its neighbours with weights summing to 1, so the
+    total over the image is conserved exactly ("splatting").
     """
     if sigma <= 0:
         return planes
     y, x = planes.shape[-2:]
     sy = _smoothing_matrix(y, float(sigma)).to(planes.device, planes.dtype)
     sx = _smoothing_matrix(x, float(sigma)).to(planes.device, planes.dtype)
+    if transpose:
+        return torch.matmul(sy.T, torch.matmul(planes, sx))
     return torch.matmul(sy, torch.matmul(planes, sx.T))
+
+
+def smoothing_diagonal(shape: tuple[int, int], sigma: float, device=None, dtype=torch.float32):
+    """(Y, X) weight of each pixel on itself in :func:`smooth2d` (borders included)."""
+    if sigma <= 0:
+        return torch.ones(shape, device=device, dtype=dtype)
+    dy = torch.diagonal(_smoothing_matrix(shape[0], float(sigma)))
+    dx = torch.diagonal(_smoothing_matrix(shape[1], float(sigma)))
+    return torch.outer(dy, dx).to(device, dtype)
 
 
 def _centre_weight(sigma: float) -> float:
@@ -102,6 +117,11 @@ class PriorMixture(nn.Module):
     rank : int or None
         Fixed rank; ``None`` chooses it on each cube by the self-supervised
         (J-invariant) error of the sigma = 1 candidate.
+    n_bands : int
+        The energy window is cut into this many contiguous bands of equal
+        width; each band gets its own per-pixel weights, so that the strong
+        low-energy lines (which dominate the loss) do not set the smoothing
+        of the weaker lines.
     width, depth : int
         Width and number of 3x3 layers of the 2D mixing network.
 
@@ -122,6 +142,7 @@ class PriorMixture(nn.Module):
         spatial_sigmas: tuple[float, ...] = (1.0, 2.0),
         max_rank: int = 24,
         rank: int | None = None,
+        n_bands: int = 8,
         width: int = 32,
         depth: int = 4,
     ):
@@ -134,12 +155,15 @@ class PriorMixture(nn.Module):
         self.max_rank = int(max_rank)
         self.fixed_rank = rank
         self.n_candidates = len(self.lowrank_sigmas) + len(self.spatial_sigmas)
-        n_feat = 3 + (len(self.lowrank_sigmas) - 1) + (2 if guide else 0)
+        if n_bands < 1:
+            raise ValueError(f"n_bands must be >= 1, got {n_bands}")
+        self.n_bands = int(n_bands)
+        n_feat = 3 * self.n_bands + (len(self.lowrank_sigmas) - 1) + (2 if guide else 0)
         layers: list[nn.Module] = [nn.Conv2d(n_feat, width, 3, padding=1), nn.GELU()]
         for _ in range(depth - 1):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.GELU()]
         self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(width, self.n_candidates, 1)
+        self.head = nn.Conv2d(width, self.n_candidates * self.n_bands, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         # per-cube data (not saved): basis (E, K) in normalised space, channel weights
@@ -196,21 +220,22 @@ class PriorMixture(nn.Module):
             self.rank_errors = []
             return
         parity = ((torch.arange(y)[:, None] + torch.arange(x)[None, :]) % 2 == 0).reshape(-1)
-        g0 = _centre_weight(1.0)
+        d1 = smoothing_diagonal((y, x), 1.0).reshape(1, -1)
         sm = smooth2d(cube, 1.0).reshape(e, -1)
-        fill = (sm - g0 * flat) / (1.0 - g0)  # neighbour mean: J-invariant
+        fill = (sm - d1 * flat) / (1.0 - d1)  # neighbour mean: J-invariant
         sq_err = torch.zeros(k_cap, dtype=torch.float64)
         for fit_on in (parity, ~parity):
             v = self._fit_basis(flat[:, fit_on], k_cap, max_pixels)
             test = ~fit_on
             z = v.T @ (sm[:, test] / self.channel_scale[:, None])
             target = flat[:, test]
+            own = d1[:, test] * (fill[:, test] - target)
             recon = torch.zeros_like(target)
             diag = torch.zeros(e, 1)
             for k in range(k_cap):
                 recon += torch.outer(v[:, k] * self.channel_scale, z[k])
                 diag += (v[:, k] ** 2)[:, None]
-                est = recon + g0 * diag * (fill[:, test] - target)
+                est = recon + diag * own
                 sq_err[k] += float(((est - target) ** 2).sum())
         errors = (sq_err / flat.numel()).tolist()
         self.rank_errors = errors
@@ -218,16 +243,22 @@ class PriorMixture(nn.Module):
         self.basis = self._fit_basis(flat, best, max_pixels)
 
     def _fit_basis(self, flat: Tensor, k: int, max_pixels: int) -> Tensor:
-        """(E, k) orthonormal principal spectra of Poisson-normalised (E, N) counts."""
+        """(E, k) orthonormal principal spectra of Poisson-normalised (E, N) counts.
+
+        The first vector is the mean spectrum's direction, so that projecting
+        a pixel's spectrum on the basis keeps its total counts exactly.
+        """
         step = max(1, math.ceil(flat.shape[1] / max_pixels))
         sub = flat[:, ::step]
         a = sub.mean(dim=0) + 1e-3 * sub.mean().clamp_min(1e-6)  # pixel means (> 0)
         norm = sub / self.channel_scale[:, None] / torch.sqrt(a)[None, :]
         q = min(k + 8, min(norm.shape))
         u, _, _ = torch.svd_lowrank(norm, q=q, niter=4)
-        return u[:, :k].contiguous()
+        mean_dir = self.channel_scale / self.channel_scale.norm()
+        basis, _ = torch.linalg.qr(torch.cat([mean_dir[:, None], u[:, : k - 1]], dim=1))
+        return (basis * torch.sign(basis[:1, :1])).contiguous()
 
-    # ------------------------------------------------------------------ candidates
+    # ------------------------------------------------------------------ mixing
     def _check_ready(self, e: int) -> None:
         if not self.basis.numel():
             raise RuntimeError("call adapt(cube) before using PriorMixture (no spectral basis)")
@@ -237,64 +268,39 @@ class PriorMixture(nn.Module):
                 f"{self.basis.shape[0]}; call adapt() on this cube first"
             )
 
-    def _abundances(self, c: Tensor) -> list[Tensor]:
-        """Normalised-space abundances smoothed at each low-rank scale, each (B, K, Y, X)."""
-        z = torch.einsum("ek,beyx->bkyx", self.basis, c / self.channel_scale.view(1, -1, 1, 1))
-        return [smooth2d(z, s) for s in self.lowrank_sigmas]
+    def _band_edges(self, e: int) -> list[tuple[int, int]]:
+        """Channel ranges [start, stop) of the energy bands of an E-channel cube."""
+        cuts = [round(i * e / self.n_bands) for i in range(self.n_bands + 1)]
+        return [(cuts[i], max(cuts[i + 1], cuts[i])) for i in range(self.n_bands)]
 
-    def _self_weights(self) -> Tensor:
-        """(n_lowrank, E) weight of each voxel's own count in the low-rank projections.
+    def _band_of_channel(self, e: int, device) -> Tensor:
+        idx = torch.empty(e, dtype=torch.long, device=device)
+        for g, (a, b) in enumerate(self._band_edges(e)):
+            idx[a:b] = g
+        return idx
 
-        A candidate removes this share of the voxel's own count and puts the
-        same share of the neighbour mean in its place, which keeps it unbiased
-        and J-invariant whatever the weight (up to 1 for a basis vector that
-        sits on a single channel).
-        """
-        diag = (self.basis**2).sum(dim=1)
-        g0 = torch.tensor(
-            [_centre_weight(s) for s in self.lowrank_sigmas], device=diag.device, dtype=diag.dtype
-        )
-        return g0[:, None] * diag[None, :]
+    def _abundances(self, c: Tensor) -> Tensor:
+        """Normalised-space abundances of each pixel, (B, K, Y, X)."""
+        return torch.einsum("ek,beyx->bkyx", self.basis, c / self.channel_scale.view(1, -1, 1, 1))
 
     @staticmethod
     def _neighbour_mean(c: Tensor) -> Tensor:
         """Mean of the spatial neighbours (sigma-1 Gaussian, centre excluded), per channel."""
-        g0 = _centre_weight(1.0)
-        return (smooth2d(c, 1.0) - g0 * c) / (1.0 - g0)
+        d = smoothing_diagonal(c.shape[-2:], 1.0, c.device, c.dtype)
+        return (smooth2d(c, 1.0) - d * c) / (1.0 - d)
 
-    def candidates(self, counts: Tensor) -> Tensor:
-        """Voxel-J-invariant candidate estimates of (B, 1, E, Y, X) counts.
-
-        Returns
-        -------
-        torch.Tensor
-            (B, n_candidates, E, Y, X): the low-rank candidates (one per
-            ``lowrank_sigmas``), then the spatial ones (one per ``spatial_sigmas``).
-        """
-        b, _, e, y, x = counts.shape
-        self._check_ready(e)
-        c = counts[:, 0]
-        scale = self.channel_scale.view(1, e, 1, 1)
-        w_self = self._self_weights()
-        fill = self._neighbour_mean(c)
-        out = []
-        for i, zs in enumerate(self._abundances(c)):
-            proj = torch.einsum("ek,bkyx->beyx", self.basis, zs) * scale
-            w = w_self[i].view(1, e, 1, 1)
-            out.append(proj + w * (fill - c))
-        for sigma in self.spatial_sigmas:
-            g0 = _centre_weight(sigma)
-            out.append((smooth2d(c, sigma) - g0 * c) / (1.0 - g0))
-        return torch.stack(out, dim=1)
-
-    def _features(self, c: Tensor, zs: list[Tensor], guide: Tensor | None) -> Tensor:
+    def _features(self, c: Tensor, z: Tensor, guide: Tensor | None) -> Tensor:
         """Per-pixel features (B, F, Y, X) of the mixing network."""
         e = c.shape[1]
-        total = c.sum(dim=1, keepdim=True) / (self.count_scale * e)
-        feats = [torch.log(smooth2d(total, s) + 1e-2) for s in (1.0, 2.0, 4.0)]
+        feats = []
+        for a, b in self._band_edges(e):
+            level = c[:, a:b].sum(dim=1, keepdim=True)
+            level = level / (self.channel_scale[a:b].pow(2).sum() + 1e-6)  # 1 = band average
+            feats += [torch.log(smooth2d(level, s) + 1e-2) for s in (1.0, 2.0, 4.0)]
         vd = self.basis * self.channel_scale[:, None]  # (E, K) spectra in counts
         gram = vd.T @ vd
         ones = vd.sum(dim=0)  # total counts of each component
+        zs = [smooth2d(z, s) for s in self.lowrank_sigmas]
         for a, b_ in zip(zs[:-1], zs[1:], strict=True):
             d = a - b_
             sq = torch.einsum("bkyx,kl,blyx->byx", d, gram, d)[:, None]
@@ -307,13 +313,93 @@ class PriorMixture(nn.Module):
         return torch.cat(feats, dim=1)
 
     def mixing_weights(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
-        """Per-pixel convex weights over the candidates, (B, n_candidates, Y, X)."""
+        """Per-pixel convex weights over the smoothing scales, (B, n_bands, n_candidates, Y, X).
+
+        For each energy band, the first ``len(lowrank_sigmas)`` weights spread
+        a pixel's low-rank spectrum, the others its raw spectrum
+        (``spatial_sigmas``).
+        """
         self._check_ready(counts.shape[2])
         c = counts[:, 0]
         return self._weights(c, self._abundances(c), guide)
 
-    def _weights(self, c: Tensor, zs: list[Tensor], guide: Tensor | None) -> Tensor:
-        return torch.softmax(self.head(self.body(self._features(c, zs, guide))), dim=1)
+    def _weights(self, c: Tensor, z: Tensor, guide: Tensor | None) -> Tensor:
+        logits = self.head(self.body(self._features(c, z, guide)))
+        b, _, y, x = logits.shape
+        return torch.softmax(logits.view(b, self.n_bands, self.n_candidates, y, x), dim=2)
+
+    def mix(self, counts: Tensor, weights: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Spread each pixel's counts with its own per-scale weights (J-invariant).
+
+        Each input pixel sends its low-rank spectrum (or, for the spatial
+        scales, its raw spectrum) to its neighbourhood with Gaussian kernels
+        whose weights sum to 1, mixed by ``weights`` band by band; so the total
+        counts are kept. The share of a voxel's own count that lands on
+        itself is taken out and replaced by the same share of its neighbours'
+        mean: no output voxel depends on its own input count.
+
+        Parameters
+        ----------
+        counts : torch.Tensor
+            (B, 1, E, Y, X) counts.
+        weights : torch.Tensor
+            (B, n_bands, n_candidates, Y, X) convex weights (over candidates).
+        mask : torch.Tensor, optional
+            Boolean (B, 1, E, Y, X); when given, only the masked voxels are
+            computed and returned as a 1-D tensor (``mask.nonzero()`` order).
+        """
+        c = counts[:, 0]
+        e = c.shape[1]
+        self._check_ready(e)
+        hw = c.shape[-2:]
+        z = self._abundances(c)
+        n_lr = len(self.lowrank_sigmas)
+        diags = {
+            s: smoothing_diagonal(hw, s, c.device, c.dtype)
+            for s in (*self.lowrank_sigmas, *self.spatial_sigmas)
+        }
+        band = self._band_of_channel(e, c.device)
+        # low-rank part: per band, spread the abundances (K channels: cheap)
+        zsum = []  # per band (B, K, Y, X)
+        own = torch.zeros(c.shape[0], self.n_bands, *hw, device=c.device, dtype=c.dtype)
+        for g in range(self.n_bands):
+            acc = torch.zeros_like(z)
+            for i, sigma in enumerate(self.lowrank_sigmas):
+                w = weights[:, g, i : i + 1]
+                acc = acc + smooth2d(w * z, sigma, transpose=True)
+            zsum.append(acc)
+        zsum_t = torch.stack(zsum, dim=1)  # (B, G, K, Y, X)
+        own_lr = torch.einsum(
+            "bgcyx,cyx->bgyx",
+            weights[:, :, :n_lr],
+            torch.stack([diags[s] for s in self.lowrank_sigmas]),
+        )
+        diag_p = (self.basis**2).sum(dim=1)  # (E,) own-channel weight of the projection
+        fill = self._neighbour_mean(c)
+        vd = self.basis * self.channel_scale[:, None]  # (E, K)
+        w_sp = weights[:, :, n_lr:][:, band]  # (B, E, n_spatial, Y, X)
+        if self.spatial_sigmas:
+            own_sp = torch.einsum(
+                "bgcyx,cyx->bgyx",
+                weights[:, :, n_lr:],
+                torch.stack([diags[s] for s in self.spatial_sigmas]),
+            )
+        else:
+            own_sp = torch.zeros_like(own)
+        if mask is None:
+            out = torch.einsum("ek,bekyx->beyx", vd, zsum_t[:, band])
+            for j, sigma in enumerate(self.spatial_sigmas):
+                out = out + smooth2d(w_sp[:, :, j] * c, sigma, transpose=True)
+            own = own_lr[:, band] * diag_p.view(1, e, 1, 1) + own_sp[:, band]
+            return (out + own * (fill - c))[:, None]
+        bi, _, ei, yi, xi = mask.nonzero(as_tuple=True)
+        gi = band[ei]
+        cv, fv = c[bi, ei, yi, xi], fill[bi, ei, yi, xi]
+        out = (vd[ei] * zsum_t[bi, gi, :, yi, xi]).sum(dim=1)
+        for j, sigma in enumerate(self.spatial_sigmas):
+            out = out + smooth2d(w_sp[:, :, j] * c, sigma, transpose=True)[bi, ei, yi, xi]
+        own_v = own_lr[bi, gi, yi, xi] * diag_p[ei] + own_sp[bi, gi, yi, xi]
+        return out + own_v * (fv - cv)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Denoise (B, C, E, Y, X) counts (+ guide).
@@ -337,25 +423,5 @@ class PriorMixture(nn.Module):
         c = x[:, 0]
         guide = x[:, 1:2, 0] if self.guide else None
         self._check_ready(c.shape[1])
-        zs = self._abundances(c)
-        w = self._weights(c, zs, guide)
-        if mask is None:
-            cands = self.candidates(x[:, :1])
-            return (cands * w[:, :, None]).sum(dim=1, keepdim=True)
-        bi, _, ei, yi, xi = mask.nonzero(as_tuple=True)
-        cv = c[bi, ei, yi, xi]
-        scale = self.channel_scale[ei]
-        w_self = self._self_weights()[:, ei]  # (n_lowrank, M)
-        wv = w[bi, :, yi, xi]  # (M, n_candidates)
-        rows = self.basis[ei]  # (M, K)
-        fill = self._neighbour_mean(c)[bi, ei, yi, xi]
-        out = torch.zeros_like(cv)
-        for i, zs_i in enumerate(zs):
-            proj = (rows * zs_i[bi, :, yi, xi]).sum(dim=1) * scale
-            out = out + wv[:, i] * (proj + w_self[i] * (fill - cv))
-        n_lr = len(zs)
-        for j, sigma in enumerate(self.spatial_sigmas):
-            g0 = _centre_weight(sigma)
-            sm = smooth2d(c, sigma)[bi, ei, yi, xi]
-            out = out + wv[:, n_lr + j] * (sm - g0 * cv) / (1.0 - g0)
-        return out
+        w = self._weights(c, self._abundances(c), guide)
+        return self.mix(x[:, :1], w, mask)

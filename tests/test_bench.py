@@ -1,0 +1,135 @@
+"""Tests of the benchmark runner (n2s_eds.bench) on a small phantom, with cheap methods."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from n2s_eds import bench
+
+CASE = "phantom_tem_dose20"
+METHODS = "raw,gaussian1,pca,n2s"
+
+
+@pytest.fixture
+def small_phantoms(monkeypatch):
+    """Shrink the phantom cases so that the whole benchmark runs in seconds."""
+    monkeypatch.setattr(bench, "PHANTOM_SHAPE", (24, 22))
+    monkeypatch.setattr(bench, "PHANTOM_CHANNELS", 400)
+
+
+def _run(tmp_path, *extra: str) -> int:
+    argv = [
+        "--cases",
+        CASE,
+        "--methods",
+        METHODS,
+        "--steps",
+        "3",
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    return bench.main([*argv, *extra])
+
+
+def _rows(tmp_path) -> list[dict[str, str]]:
+    with (tmp_path / "out" / "bench.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_bench_writes_tables_and_reuses_cache(tmp_path, monkeypatch, small_phantoms, capsys):
+    assert _run(tmp_path) == 0
+    out = tmp_path / "out"
+    assert (out / "bench.csv").is_file()
+    md = (out / "bench.md").read_text()
+    assert (out / f"maps_{CASE}.png").is_file()
+    assert (out / "n2s_vs_best_baseline.png").is_file()
+    printed = capsys.readouterr().out
+    assert "| case | method |" in printed
+
+    rows = _rows(tmp_path)
+    assert [r["method"] for r in rows] == METHODS.split(",")
+    assert list(rows[0]) == list(bench.COLUMNS)
+    for column in bench.COLUMNS:
+        assert column in md
+    for row in rows:
+        assert row["case"] == CASE
+        for column in bench.COLUMNS[2:-1]:
+            assert math.isfinite(float(row[column])), (row["method"], column)
+    raw = rows[0]
+    assert float(raw["cube_gain_db"]) == 0.0
+    assert float(raw["maps_gain_db"]) == 0.0
+    assert float(raw["count_ratio"]) == pytest.approx(1.0)
+    assert float(rows[1]["cube_gain_db"]) > 0  # Gaussian smoothing helps at 20 counts/px
+    assert (out / "quant_bias.csv").read_text().count(CASE) > 0
+    cached = list((tmp_path / "cache").glob(f"{CASE}__n2s__*.npz"))
+    assert len(cached) == 1
+
+    # Second run: the network row must come from the cache, not from training.
+    def refuse(*args, **kwargs):
+        raise AssertionError("n2s was recomputed although its cached cube is valid")
+
+    monkeypatch.setattr("n2s_eds.api.denoise", refuse)
+    assert _run(tmp_path) == 0
+    rows2 = _rows(tmp_path)
+    n2s = [r for r in rows2 if r["method"] == "n2s"][0]
+    assert n2s["cached"] == "True"
+    assert float(n2s["cube_gain_db"]) == pytest.approx(
+        float([r for r in rows if r["method"] == "n2s"][0]["cube_gain_db"]), abs=1e-4
+    )
+
+    # A changed code version invalidates the cached row.
+    calls = []
+
+    def changed_n2s(signal, guide, seed, options):
+        calls.append(1)
+        return bench.baselines.gaussian(signal, sigma=1.5)
+
+    method = dataclasses.replace(bench.METHODS["n2s"], run=changed_n2s)
+    assert method.code_version() != bench.METHODS["n2s"].code_version()
+    monkeypatch.setitem(bench.METHODS, "n2s", method)
+    assert _run(tmp_path) == 0
+    assert calls == [1]
+    n2s = [r for r in _rows(tmp_path) if r["method"] == "n2s"][0]
+    assert n2s["cached"] == "False"
+
+    # --no-cache never reads the cache.
+    calls.clear()
+    assert _run(tmp_path, "--no-cache") == 0
+    assert calls == [1]
+
+
+def test_code_version_follows_helpers():
+    sources = bench.code_sources([bench.baselines.bm4d])
+    assert "n2s_eds.baselines.bm4d" in sources
+    assert "n2s_eds.baselines._anscombe_denoise" in sources
+    assert "n2s_eds.baselines.inverse_anscombe" in sources
+    assert bench.code_version([bench.baselines.bm4d]) != bench.code_version([bench.baselines.bm3d])
+
+
+def test_missing_data_is_reported_as_skipped(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("N2S_EDS_DATA", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    argv = ["--cases", "fept_core_shell_tem", "--methods", "raw", "--output", str(tmp_path / "o")]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "SKIPPED case fept_core_shell_tem" in printed
+    assert "not found" in printed
+    assert "fept_core_shell_tem" in (tmp_path / "o" / "bench.md").read_text()
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert bench.main(["--methods", "nope"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+
+
+def test_quant_bias_is_zero_for_the_reference(small_phantoms):
+    case = bench.build_case(CASE, seed=1)
+    assert case.has_lines
+    rows = bench.quant_bias(case, case.truth.astype(np.float32))
+    assert rows
+    assert all(abs(r["bias_pct"]) < 1e-3 for r in rows)

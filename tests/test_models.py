@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+import torch
+
+from n2s_eds.inference import predict_cube
+from n2s_eds.models import ConvAutoencoder3D, PriorMixture, build_model
+
+
+def low_rank_cube(e=64, y=21, x=19, seed=0, dose=30.0):
+    """Poisson counts of a smooth 3-phase scene (rank 3), and its truth."""
+    rng = np.random.default_rng(seed)
+    energies = np.arange(e)
+    spectra = np.stack(
+        [np.exp(-0.5 * ((energies - c) / 2.0) ** 2) + 0.05 for c in (10, 30, 50)]
+    )
+    yy, xx = np.mgrid[:y, :x]
+    maps = np.stack(
+        [
+            1.0 + np.sin(yy / 4.0),
+            np.exp(-((yy - y / 2) ** 2 + (xx - x / 2) ** 2) / 20.0),
+            (xx > x / 2).astype(float),
+        ]
+    )
+    truth = np.einsum("ke,kyx->eyx", spectra, maps)
+    truth *= dose / truth.sum(axis=0).mean()
+    return rng.poisson(truth).astype(np.float32), truth.astype(np.float32)
+
+
+@pytest.mark.parametrize("guide", [False, True])
+def test_autoencoder_shapes_and_positivity(guide):
+    net = ConvAutoencoder3D(guide=guide, base_channels=4, depth=2)
+    x = torch.rand(2, 2 if guide else 1, 37, 13, 11)
+    out = net(x)
+    assert out.shape == (2, 1, 37, 13, 11)
+    assert torch.all(out >= 0)
+
+
+def test_autoencoder_rejects_wrong_channels():
+    with pytest.raises(ValueError, match=r"\(B, 1, E, Y, X\)"):
+        ConvAutoencoder3D(guide=False)(torch.rand(1, 2, 8, 8, 8))
+
+
+def test_build_model_unknown_name():
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("unet")
+
+
+def test_prior_mixture_needs_adapt():
+    with pytest.raises(RuntimeError, match="adapt"):
+        PriorMixture()(torch.rand(1, 1, 8, 10, 10))
+
+
+def random_weights(net, shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(1, net.n_bands, net.n_candidates, *shape, generator=g)
+    return torch.softmax(logits, dim=2)
+
+
+@pytest.mark.parametrize("voxel", [(30, 10, 9), (12, 0, 0), (40, 1, 18), (5, 20, 2)])
+def test_mix_is_voxel_j_invariant(voxel):
+    """No estimate of a voxel may depend on that voxel's own count (borders included)."""
+    cube, _ = low_rank_cube()
+    net = PriorMixture(rank=3)
+    net.adapt(torch.from_numpy(cube))
+    w = random_weights(net, cube.shape[1:])
+    x = torch.from_numpy(cube)[None, None]
+    x2 = x.clone()
+    e, y, xx = voxel
+    x2[0, 0, e, y, xx] += 50.0
+    with torch.no_grad():
+        a, b = net.mix(x, w), net.mix(x2, w)
+    assert abs(float(a[0, 0, e, y, xx] - b[0, 0, e, y, xx])) < 1e-3
+    # ...while other voxels of the same pixel and the neighbours do see it
+    diff = (b - a).abs()[0, 0]
+    assert diff.sum() > 10.0
+
+
+def test_mix_conserves_total_counts():
+    cube, _ = low_rank_cube()
+    net = PriorMixture()
+    net.adapt(torch.from_numpy(cube))
+    w = random_weights(net, cube.shape[1:], seed=3)
+    with torch.no_grad():
+        out = net.mix(torch.from_numpy(cube)[None, None], w)
+    assert abs(float(out.sum()) / cube.sum() - 1) < 0.005
+
+
+def test_masked_forward_matches_full_forward():
+    cube, _ = low_rank_cube()
+    net = PriorMixture()
+    net.adapt(torch.from_numpy(cube))
+    torch.nn.init.normal_(net.head.weight, std=0.1)  # non-uniform weights
+    x = torch.from_numpy(cube)[None, None]
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.05
+    with torch.no_grad():
+        full = net(x)[mask]
+        part = net(x, mask)
+    torch.testing.assert_close(part, full, atol=1e-4, rtol=1e-4)
+
+
+def test_rank_selection_finds_the_low_rank_structure():
+    cube, _ = low_rank_cube(dose=200.0)
+    net = PriorMixture()
+    net.adapt(torch.from_numpy(cube))
+    assert 3 <= net.rank <= 6
+    assert len(net.rank_errors) >= net.rank
+
+
+def test_uniform_mix_beats_raw_against_truth():
+    cube, truth = low_rank_cube()
+    net = PriorMixture()
+    net.adapt(torch.from_numpy(cube))
+    with torch.no_grad():
+        out = net(torch.from_numpy(cube)[None, None])[0, 0].numpy()  # untrained: uniform
+    assert np.mean((out - truth) ** 2) < np.mean((cube - truth) ** 2) / 3
+
+
+def test_tiled_inference_equals_single_pass():
+    cube, _ = low_rank_cube(y=40, x=37)
+    net = PriorMixture()
+    net.adapt(torch.from_numpy(cube))
+    torch.nn.init.normal_(net.head.weight, std=0.1)
+    whole = predict_cube(net, cube, tile=64)
+    tiled = predict_cube(net, cube, tile=16)
+    np.testing.assert_allclose(tiled, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_guide_changes_only_the_weights():
+    """The guide enters the weights only: with the same weights, the same result."""
+    cube, _ = low_rank_cube()
+    net = PriorMixture(guide=True)
+    net.adapt(torch.from_numpy(cube))
+    torch.nn.init.normal_(net.head.weight, std=1.0)
+    x = torch.from_numpy(cube)[None, None]
+    guide = torch.randn(1, 1, 1, *cube.shape[1:]).expand(1, 1, cube.shape[0], -1, -1)
+    with torch.no_grad():
+        out = net(torch.cat([x, guide], dim=1))
+        w = net.mixing_weights(x, guide[:, :, 0])
+        again = net.mix(x, w)
+    torch.testing.assert_close(out, again)
+    with torch.no_grad():
+        w0 = net.mixing_weights(x, torch.zeros_like(guide[:, :, 0]))
+    assert float((w - w0).abs().max()) > 1e-3  # the guide did change the weights
