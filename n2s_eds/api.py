@@ -48,6 +48,22 @@ def _version() -> str:
         return "unknown"
 
 
+def clip_keeping_counts(cube: np.ndarray) -> np.ndarray:
+    """Make expected counts non-negative while keeping each pixel's total.
+
+    Negative values (a low-rank estimate can dip below 0 in empty channels)
+    are set to 0, and the mass this adds is taken back from the same pixel's
+    positive channels in proportion to their values, so the total counts of
+    every spectrum are unchanged. Works in place on a (E, Y, X) cube.
+    """
+    pos = np.clip(cube, 0.0, None)
+    total = cube.sum(axis=0, dtype=np.float64)
+    pos_sum = pos.sum(axis=0, dtype=np.float64)
+    scale = np.where(pos_sum > 0, np.clip(total, 0.0, None) / np.where(pos_sum > 0, pos_sum, 1), 0)
+    np.multiply(pos, scale.astype(np.float32)[None], out=cube)
+    return cube
+
+
 def normalise_guide(guide: np.ndarray) -> np.ndarray:
     """Robustly normalise a guide image: (g - median) / (10-90 % percentile spread)."""
     g = np.asarray(guide, dtype=np.float32)
@@ -170,12 +186,16 @@ class Denoiser:
         Patches per step.
     mask_rate, mask_mode, replacement, loss
         Noise2Self masking and loss; see :class:`n2s_eds.module.N2SModule`.
+        ``mask_mode="auto"`` hides whole spectra for ``prior_mixture`` (its
+        weights must not see the hidden pixel) and single voxels for
+        ``autoencoder3d``.
     lr : float
         Adam learning rate.
     low_kev, high_kev : float
         Processing window in keV; channels outside it are returned unchanged.
     clip_negative : bool
-        Clip negative expected counts to 0 in the result.
+        Make the result non-negative while keeping every pixel's total counts
+        (see :func:`clip_keeping_counts`).
     tile : int
         Spatial tile side for inference.
     device : str
@@ -205,11 +225,11 @@ class Denoiser:
         patch_size: int = 32,
         energy_patch: int | str | None = "auto",
         batch_size: int = 4,
-        mask_rate: float = 0.05,
-        mask_mode: str = "voxel",
+        mask_rate: float = 0.1,
+        mask_mode: str = "auto",
         replacement: str = "local_mean",
         loss: str = "mse",
-        lr: float = 3e-3,
+        lr: float = 1e-3,
         low_kev: float = 0.2,
         high_kev: float | None = 20.0,
         clip_negative: bool = True,
@@ -229,6 +249,8 @@ class Denoiser:
             raise InvalidInputError(f"steps must be >= 0, got {steps}")
         if energy_patch == "auto":
             energy_patch = None if model == "prior_mixture" else 128
+        if mask_mode == "auto":
+            mask_mode = getattr(MODELS[model], "default_mask_mode", "voxel")
         self.model = model
         self.model_options = dict(model_options or {})
         self.options = {
@@ -398,7 +420,7 @@ class Denoiser:
             progress=self.progress,
         )
         if self.options["clip_negative"]:
-            np.clip(out, 0.0, None, out=out)
+            clip_keeping_counts(out)
         data = np.array(signal.data, dtype=np.float32, copy=True)
         data[..., prepared.window.slice] = np.moveaxis(out, 0, -1)
         return self._result(signal, data, prepared.window, time.perf_counter() - t0)
@@ -420,11 +442,17 @@ class Denoiser:
         y0, x0 = (ny - sy) // 2, (nx - sx) // 2
         region = signal.data[y0 : y0 + sy, x0 : x0 + sx, window.slice].compute()
         net.adapt(torch.from_numpy(signal_to_cube(region)))
-        halo = int(getattr(net, "receptive_radius", 16))
+        step = int(getattr(net, "tile_multiple", 1))
+        halo = -(-int(getattr(net, "receptive_radius", 16)) // step) * step
         inner = signal.data[..., window.slice].astype(np.float32)
-        chunk_y = max(halo + 1, min(inner.chunksize[0], 256))
-        chunk_x = max(halo + 1, min(inner.chunksize[1], 256))
-        inner = inner.rechunk((chunk_y, chunk_x, -1))
+        # chunks start on the network's pixel grid and are at least one halo wide
+        chunks = []
+        for n, c in zip((ny, nx), inner.chunksize[:2], strict=True):
+            c = min(max(c, halo, 64), 256)
+            c = -(-c // step) * step
+            chunks.append(n if c >= n else c)
+        inner = inner.rechunk((chunks[0], chunks[1], -1))
+        depth = {0: halo if chunks[0] < ny else 0, 1: halo if chunks[1] < nx else 0, 2: 0}
         gnorm = None if (guide is None or not self.guided) else normalise_guide(guide)
         clip = self.options["clip_negative"]
         device = self._device()
@@ -435,16 +463,16 @@ class Denoiser:
             cube = np.moveaxis(np.asarray(block, np.float32), -1, 0)
             res = predict_cube(net, cube, g, tile=self.tile, device=device, energy_tile=e_tile)
             if clip:
-                np.clip(res, 0.0, None, out=res)
+                clip_keeping_counts(res)
             return np.moveaxis(res, 0, -1)
 
         arrays = [inner]
         if gnorm is not None:
-            arrays.append(da.from_array(gnorm[..., None], chunks=(chunk_y, chunk_x, 1)))
+            arrays.append(da.from_array(gnorm[..., None], chunks=(chunks[0], chunks[1], 1)))
         den = da.map_overlap(
             run,
             *arrays,
-            depth={0: halo, 1: halo, 2: 0},
+            depth=depth,
             boundary="none",
             dtype=np.float32,
             trim=True,

@@ -368,7 +368,9 @@ def _denoise(ns: argparse.Namespace) -> int:
 def _demo(ns: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(ns.output, steps=ns.steps, dose=ns.dose, seed=ns.seed, progress=not ns.quiet)
+    res = run_demo(ns.output, steps=ns.steps, dose=ns.dose, seed=ns.seed, progress=not ns.quiet)
+    if ns.quiet:  # run_demo prints the table itself when not quiet
+        print(res["table"])
     return 0
 
 

@@ -194,7 +194,13 @@ class CubeDataModule(L.LightningDataModule):
             persistent_workers=hp.num_workers > 0,
         )
 
-    def val_dataloader(self) -> DataLoader:
+    def _fixed_loader(self, seed: int) -> DataLoader:
         hp = self.hparams
-        ds = PatchDataset(self.samples, hp.patch_size, hp.energy_patch, hp.val_patches, hp.seed)
+        ds = PatchDataset(self.samples, hp.patch_size, hp.energy_patch, hp.val_patches, seed)
         return DataLoader(ds, batch_size=hp.batch_size, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._fixed_loader(self.hparams.seed)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._fixed_loader(self.hparams.seed + 1)

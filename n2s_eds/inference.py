@@ -66,6 +66,10 @@ def predict_cube(
     e, y, x = cube.shape
     if halo is None:
         halo = int(getattr(net, "receptive_radius", 16))
+    # tiles (and their halos) start on the network's pixel grid, if it has one
+    step = int(getattr(net, "tile_multiple", 1))
+    tile = -(-int(tile) // step) * step
+    halo = -(-int(halo) // step) * step
     net = net.eval().to(device)
     out = np.empty((e, y, x), dtype=np.float32)
     e_tile = e if energy_tile is None else int(energy_tile)

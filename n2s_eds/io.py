@@ -794,7 +794,7 @@ def result_signal(
     a suffix and ``metadata.Signal.Denoising`` records ``method`` and
     ``parameters``. A lazy input gives a lazy result. The input is not modified.
     """
-    if getattr(signal, "_lazy", False):
+    if getattr(signal, "_lazy", False) and not hasattr(data, "dask"):
         import dask.array as da
 
         data = da.from_array(data, chunks=signal.data.chunksize)

@@ -21,7 +21,7 @@ LOSSES = {"mse": masked_mse, "poisson": masked_poisson_nll}
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=3e-3)
+    return torch.optim.Adam(params, lr=1e-3)
 
 
 class N2SModule(L.LightningModule):
@@ -34,15 +34,17 @@ class N2SModule(L.LightningModule):
         (B, 1, E, Y, X); C = 2 when ``net.guide`` is true.
     mask_rate : float
         Fraction of voxels hidden in each training step.
-    mask_mode : {"voxel", "spectrum"}
-        Hide single voxels or whole spectra.
+    mask_mode : {"auto", "voxel", "spectrum"}
+        Hide single voxels or whole spectra; ``"auto"`` takes the network's
+        ``default_mask_mode`` (whole spectra for ``PriorMixture``, voxels
+        otherwise).
     replacement : {"local_mean", "zero", "neighbor"}
         What a hidden voxel is replaced by in the network's input.
     loss : {"mse", "poisson"}
         Masked MSE or masked Poisson negative log-likelihood.
     optimizer : callable
         Builds the optimizer from the parameters (LightningCLI's
-        ``OptimizerCallable``); Adam with lr 3e-3 by default.
+        ``OptimizerCallable``); Adam with lr 1e-3 by default.
     val_seed : int
         Seed of the validation masks.
     """
@@ -50,8 +52,8 @@ class N2SModule(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        mask_rate: float = 0.05,
-        mask_mode: str = "voxel",
+        mask_rate: float = 0.1,
+        mask_mode: str = "auto",
         replacement: str = "local_mean",
         loss: str = "mse",
         optimizer: OptimizerCallable = _default_optimizer,
@@ -62,6 +64,8 @@ class N2SModule(L.LightningModule):
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
         self.save_hyperparameters(ignore=["net", "optimizer"])
         self.net = net
+        if mask_mode == "auto":
+            mask_mode = getattr(net, "default_mask_mode", "voxel")
         self.masker = BernoulliMasker(mask_rate, mask_mode, replacement)
         self.loss_fn = LOSSES[loss]
         self.optimizer_factory = optimizer
@@ -93,7 +97,8 @@ class N2SModule(L.LightningModule):
         masked, mask = self.masker(counts, generator=generator)
         inputs = self._inputs(masked, batch.get("guide"))
         if getattr(self.net, "supports_masked_forward", False):
-            pred = self.net(inputs, mask)
+            original = self._inputs(counts, batch.get("guide"))
+            pred = self.net(original, mask, masked=inputs)
             target = counts[mask]
             return self.loss_fn(pred, target, torch.ones_like(target, dtype=torch.bool))
         return self.loss_fn(self.net(inputs), counts, mask)
@@ -111,6 +116,13 @@ class N2SModule(L.LightningModule):
         gen.manual_seed(self.hparams.val_seed + batch_idx)
         loss = self.masked_loss(batch, generator=gen)
         self.log("val_loss", loss, prog_bar=True, batch_size=batch["counts"].shape[0])
+        return loss
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        gen = torch.Generator(device=batch["counts"].device)
+        gen.manual_seed(self.hparams.val_seed + 10_000 + batch_idx)
+        loss = self.masked_loss(batch, generator=gen)
+        self.log("test_loss", loss, batch_size=batch["counts"].shape[0])
         return loss
 
     def configure_optimizers(self):

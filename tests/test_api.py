@@ -39,7 +39,10 @@ def test_metadata_kept_and_provenance_added(denoised):
     noisy, out, _ = denoised
     md = out.metadata
     assert md.Acquisition_instrument.TEM.Detector.EDS.live_time == 12.5
-    assert md.Acquisition_instrument.TEM.beam_energy == noisy.metadata.Acquisition_instrument.TEM.beam_energy
+    assert (
+        md.Acquisition_instrument.TEM.beam_energy
+        == noisy.metadata.Acquisition_instrument.TEM.beam_energy
+    )
     assert list(md.Sample.xray_lines) == list(noisy.metadata.Sample.xray_lines)
     rec = md.Signal.Denoising
     assert rec.method == "n2s_eds"

@@ -34,7 +34,9 @@ def test_poisson_nll_minimised_at_the_mean():
     target = torch.poisson(torch.full((20000,), 0.7))
     mask = torch.ones_like(target, dtype=torch.bool)
     rates = torch.linspace(0.3, 1.2, 91)
-    losses = torch.stack([masked_poisson_nll(torch.full_like(target, r), target, mask) for r in rates])
+    losses = torch.stack(
+        [masked_poisson_nll(torch.full_like(target, r), target, mask) for r in rates]
+    )
     assert rates[losses.argmin()].item() == pytest.approx(target.mean().item(), abs=0.02)
 
 

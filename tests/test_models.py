@@ -10,9 +10,7 @@ def low_rank_cube(e=64, y=21, x=19, seed=0, dose=30.0):
     """Poisson counts of a smooth 3-phase scene (rank 3), and its truth."""
     rng = np.random.default_rng(seed)
     energies = np.arange(e)
-    spectra = np.stack(
-        [np.exp(-0.5 * ((energies - c) / 2.0) ** 2) + 0.05 for c in (10, 30, 50)]
-    )
+    spectra = np.stack([np.exp(-0.5 * ((energies - c) / 2.0) ** 2) + 0.05 for c in (10, 30, 50)])
     yy, xx = np.mgrid[:y, :x]
     maps = np.stack(
         [
@@ -85,7 +83,7 @@ def test_mix_conserves_total_counts():
     assert abs(float(out.sum()) / cube.sum() - 1) < 0.005
 
 
-def test_masked_forward_matches_full_forward():
+def test_masked_forward_matches_full_mix():
     cube, _ = low_rank_cube()
     net = PriorMixture()
     net.adapt(torch.from_numpy(cube))
@@ -93,8 +91,8 @@ def test_masked_forward_matches_full_forward():
     x = torch.from_numpy(cube)[None, None]
     mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.05
     with torch.no_grad():
-        full = net(x)[mask]
-        part = net(x, mask)
+        full = net.mix(x, net.mixing_weights(x))[mask]
+        part = net(x, mask, masked=x)
     torch.testing.assert_close(part, full, atol=1e-4, rtol=1e-4)
 
 
@@ -125,19 +123,32 @@ def test_tiled_inference_equals_single_pass():
     np.testing.assert_allclose(tiled, whole, rtol=1e-4, atol=1e-4)
 
 
-def test_guide_changes_only_the_weights():
-    """The guide enters the weights only: with the same weights, the same result."""
+def test_guide_enters_the_weights():
+    """The guide changes the mixing weights; the spreading itself never reads it."""
     cube, _ = low_rank_cube()
     net = PriorMixture(guide=True)
     net.adapt(torch.from_numpy(cube))
     torch.nn.init.normal_(net.head.weight, std=1.0)
     x = torch.from_numpy(cube)[None, None]
-    guide = torch.randn(1, 1, 1, *cube.shape[1:]).expand(1, 1, cube.shape[0], -1, -1)
+    guide = torch.randn(1, 1, *cube.shape[1:], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out = net(torch.cat([x, guide], dim=1))
-        w = net.mixing_weights(x, guide[:, :, 0])
-        again = net.mix(x, w)
-    torch.testing.assert_close(out, again)
+        w = net.mixing_weights(x, guide)
+        w0 = net.mixing_weights(x, torch.zeros_like(guide))
+        out = net(torch.cat([x, guide[:, :, None].expand(1, 1, cube.shape[0], -1, -1)], dim=1))
+    assert float((w - w0).abs().max()) > 1e-3
+    assert out.shape == x.shape
+
+
+def test_blind_forward_estimates_exclude_own_pixel_from_weights():
+    """Inference hides each pixel from the weight network, as training does."""
+    cube, _ = low_rank_cube()
+    net = PriorMixture(rank=3)
+    net.adapt(torch.from_numpy(cube))
+    torch.nn.init.normal_(net.head.weight, std=1.0)
+    x = torch.from_numpy(cube)[None, None]
+    e, y, xx = 30, 10, 9
+    x2 = x.clone()
+    x2[0, 0, e, y, xx] += 50.0
     with torch.no_grad():
-        w0 = net.mixing_weights(x, torch.zeros_like(guide[:, :, 0]))
-    assert float((w - w0).abs().max()) > 1e-3  # the guide did change the weights
+        a, b = net(x), net(x2)
+    assert abs(float(a[0, 0, e, y, xx] - b[0, 0, e, y, xx])) < 1e-3

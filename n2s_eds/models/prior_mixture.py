@@ -44,12 +44,15 @@ def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> Tensor:
 
 
 def _reflect(idx: Tensor, n: int) -> Tensor:
-    """Mirror indices into [0, n) ("reflect" borders: the edge sample is not repeated)."""
-    if n == 1:
-        return torch.zeros_like(idx)
-    period = 2 * (n - 1)
+    """Mirror indices into [0, n) about the image edges (half-sample symmetric).
+
+    The edge pixel is repeated (-1 -> 0, n -> n - 1). With this boundary a
+    symmetric kernel gives an operator whose rows *and* columns sum to 1, so
+    gathering and spreading both keep the total counts near the borders.
+    """
+    period = 2 * n
     idx = idx.remainder(period)
-    return torch.where(idx >= n, period - idx, idx)
+    return torch.where(idx >= n, period - 1 - idx, idx)
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,7 +141,7 @@ class PriorMixture(nn.Module):
     def __init__(
         self,
         guide: bool = False,
-        lowrank_sigmas: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0),
+        lowrank_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0),
         spatial_sigmas: tuple[float, ...] = (1.0, 2.0),
         max_rank: int = 24,
         rank: int | None = None,
@@ -158,6 +161,7 @@ class PriorMixture(nn.Module):
         if n_bands < 1:
             raise ValueError(f"n_bands must be >= 1, got {n_bands}")
         self.n_bands = int(n_bands)
+        self.max_logit = 4.0
         n_feat = 3 * self.n_bands + (len(self.lowrank_sigmas) - 1) + (2 if guide else 0)
         layers: list[nn.Module] = [nn.Conv2d(n_feat, width, 3, padding=1), nn.GELU()]
         for _ in range(depth - 1):
@@ -172,6 +176,12 @@ class PriorMixture(nn.Module):
         self.register_buffer("count_scale", torch.tensor(1.0), persistent=False)
         self.rank_errors: list[float] = []
 
+    #: Hide whole spectra in training: the weights must not see the hidden pixel.
+    default_mask_mode = "spectrum"
+    #: Pixel grid of :meth:`blind_forward`; tiles must start at multiples of it
+    #: for tiled inference to equal a single pass.
+    tile_multiple = 3
+
     @property
     def receptive_radius(self) -> int:
         """Pixels of context one output pixel depends on (for tiling halos)."""
@@ -179,7 +189,7 @@ class PriorMixture(nn.Module):
             int(math.ceil(3.0 * s)) for s in (*self.lowrank_sigmas, *self.spatial_sigmas, 4.0)
         )
         n_conv = sum(isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 for m in self.body)
-        return 2 * smooth + n_conv + 2
+        return 2 * smooth + n_conv + 3
 
     # ------------------------------------------------------------------ data prior
     @property
@@ -253,7 +263,9 @@ class PriorMixture(nn.Module):
         a = sub.mean(dim=0) + 1e-3 * sub.mean().clamp_min(1e-6)  # pixel means (> 0)
         norm = sub / self.channel_scale[:, None] / torch.sqrt(a)[None, :]
         q = min(k + 8, min(norm.shape))
-        u, _, _ = torch.svd_lowrank(norm, q=q, niter=4)
+        with torch.random.fork_rng(devices=[]):  # deterministic, global RNG untouched
+            torch.manual_seed(0)
+            u, _, _ = torch.svd_lowrank(norm, q=q, niter=4)
         mean_dir = self.channel_scale / self.channel_scale.norm()
         basis, _ = torch.linalg.qr(torch.cat([mean_dir[:, None], u[:, : k - 1]], dim=1))
         return (basis * torch.sign(basis[:1, :1])).contiguous()
@@ -324,7 +336,8 @@ class PriorMixture(nn.Module):
         return self._weights(c, self._abundances(c), guide)
 
     def _weights(self, c: Tensor, z: Tensor, guide: Tensor | None) -> Tensor:
-        logits = self.head(self.body(self._features(c, z, guide)))
+        raw = self.head(self.body(self._features(c, z, guide)))
+        logits = self.max_logit * torch.tanh(raw / self.max_logit)  # no saturated softmax
         b, _, y, x = logits.shape
         return torch.softmax(logits.view(b, self.n_bands, self.n_candidates, y, x), dim=2)
 
@@ -401,7 +414,34 @@ class PriorMixture(nn.Module):
         own_v = own_lr[bi, gi, yi, xi] * diag_p[ei] + own_sp[bi, gi, yi, xi]
         return out + own_v * (fv - cv)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def blind_forward(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
+        """Estimate every voxel exactly as training does: without its own pixel's say.
+
+        The scan is cut into ``grid x grid`` interleaved pixel sets; for each
+        set, its pixels' spectra are replaced by their 8 neighbours' mean, the
+        mixing weights of *all* pixels are computed from that input, and the
+        spreading (which excludes each voxel's own count by construction)
+        gives the estimates of that set's pixels. Training hides pixels the
+        same way (whole-spectrum Bernoulli masks), so no estimate depends on
+        its own voxel's count and the network is used exactly as trained.
+        """
+        from ..masking import replace_masked
+
+        _, _, _, y, x = counts.shape
+        grid = self.tile_multiple
+        out = torch.empty_like(counts)
+        for i in range(grid):
+            for j in range(grid):
+                sel = torch.zeros(y, x, dtype=torch.bool, device=counts.device)
+                sel[i::grid, j::grid] = True
+                hidden = replace_masked(counts, sel.expand_as(counts), "local_mean")[:, 0]
+                w = self._weights(hidden, self._abundances(hidden), guide)
+                out = torch.where(sel, self.mix(counts, w), out)
+        return out
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, masked: Tensor | None = None
+    ) -> Tensor:
         """Denoise (B, C, E, Y, X) counts (+ guide).
 
         Parameters
@@ -410,9 +450,15 @@ class PriorMixture(nn.Module):
             (B, C, E, Y, X): counts (channel 0) and, with ``guide=True``, the
             guide image broadcast along energy (channel 1).
         mask : torch.Tensor, optional
-            Boolean (B, 1, E, Y, X). When given, only the estimates at the
-            masked voxels are computed and returned, as a 1-D tensor in the
-            order of ``mask.nonzero()`` (cheap training on hidden voxels).
+            Boolean (B, 1, E, Y, X) of hidden voxels (training). When given,
+            only the estimates at the masked voxels are computed and returned,
+            as a 1-D tensor in the order of ``mask.nonzero()``.
+        masked : torch.Tensor, optional
+            ``x`` with the hidden pixels' spectra replaced (training): the
+            mixing weights are computed from it, the spreading from ``x``.
+            Every estimate then excludes the hidden voxel's own count exactly:
+            the spreading by construction, the weights because the pixel was
+            hidden from the weight network.
 
         Returns
         -------
@@ -420,8 +466,11 @@ class PriorMixture(nn.Module):
             (B, 1, E, Y, X) expected counts, or the masked values (see ``mask``).
         """
         check_input(x, self.guide)
-        c = x[:, 0]
         guide = x[:, 1:2, 0] if self.guide else None
-        self._check_ready(c.shape[1])
-        w = self._weights(c, self._abundances(c), guide)
+        self._check_ready(x.shape[2])
+        if mask is None:
+            return self.blind_forward(x[:, :1], guide)
+        else:
+            src = (x if masked is None else masked)[:, 0]
+            w = self._weights(src, self._abundances(src), guide)
         return self.mix(x[:, :1], w, mask)
