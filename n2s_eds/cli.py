@@ -120,8 +120,8 @@ def denoiser_from_module(
     options = {k: v for k, v in _plain(net_options or {}).items() if k != "guide"}
     hp = module.hparams
     kwargs: dict[str, Any] = {
-        "mask_rate": hp.get("mask_rate", 0.05),
-        "mask_mode": hp.get("mask_mode", "voxel"),
+        "mask_rate": hp.get("mask_rate", 0.1),
+        "mask_mode": hp.get("mask_mode", "auto"),
         "replacement": hp.get("replacement", "local_mean"),
         "loss": hp.get("loss", "mse"),
         "steps": int(steps),
