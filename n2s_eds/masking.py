@@ -102,7 +102,10 @@ def replace_masked(
         offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
         shifted = [padded[..., 1 + dy : 1 + dy + y, 1 + dx : 1 + dx + x] for dy, dx in offsets]
         if replacement == "local_mean":
-            fill = torch.stack(shifted).mean(dim=0)
+            fill = shifted[0].clone()
+            for view in shifted[1:]:
+                fill += view
+            fill /= len(shifted)
         else:
             choice = torch.randint(
                 len(offsets), counts.shape, generator=generator, device=counts.device
