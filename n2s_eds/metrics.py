@@ -34,6 +34,7 @@ from .preprocess import (
     EnergyWindow,
     detector_fwhm_kev,
     energy_axis_kev,
+    instrument_value,
     processing_window,
 )
 
@@ -91,17 +92,8 @@ class ElementWindow:
 
 
 def _fwhm_mn_ka_ev(signal: Any) -> float:
-    md = signal.metadata
-    for mic in ("TEM", "SEM"):
-        key = f"Acquisition_instrument.{mic}.Detector.EDS.energy_resolution_MnKa"
-        if md.has_item(key):
-            try:
-                value = float(md.get_item(key))
-            except (TypeError, ValueError):
-                continue
-            if value > 0:
-                return value
-    return DEFAULT_FWHM_MN_KA_EV
+    value = instrument_value(signal, "Detector.EDS.energy_resolution_MnKa")
+    return DEFAULT_FWHM_MN_KA_EV if value is None else value
 
 
 def _xray_line_energy_kev(line: str) -> float:

@@ -65,11 +65,11 @@ def energy_axis_kev(signal: Any) -> np.ndarray:
     return values
 
 
-def beam_energy_kev(signal: Any) -> float | None:
-    """Beam energy in keV from a signal's metadata, or ``None`` when absent."""
+def instrument_value(signal: Any, item: str) -> float | None:
+    """A positive number under ``Acquisition_instrument.TEM|SEM.<item>``, or ``None``."""
     md = signal.metadata
     for mic in ("TEM", "SEM"):
-        key = f"Acquisition_instrument.{mic}.beam_energy"
+        key = f"Acquisition_instrument.{mic}.{item}"
         if md.has_item(key):
             try:
                 value = float(md.get_item(key))
@@ -78,6 +78,11 @@ def beam_energy_kev(signal: Any) -> float | None:
             if value > 0:
                 return value
     return None
+
+
+def beam_energy_kev(signal: Any) -> float | None:
+    """Beam energy in keV from a signal's metadata, or ``None`` when absent."""
+    return instrument_value(signal, "beam_energy")
 
 
 @dataclass(frozen=True)
