@@ -93,6 +93,13 @@ class PreparedCube:
     window: EnergyWindow
 
 
+def _central_region(ny: int, nx: int) -> tuple[slice, slice]:
+    """The central scan region, at most LAZY_TRAIN_SIDE pixels a side, of a lazy cube."""
+    sy, sx = min(ny, LAZY_TRAIN_SIDE), min(nx, LAZY_TRAIN_SIDE)
+    y0, x0 = (ny - sy) // 2, (nx - sx) // 2
+    return slice(y0, y0 + sy), slice(x0, x0 + sx)
+
+
 def _check_signal_and_guide(
     signal: Any, haadf: Any, *, strict: bool, require_guide: bool
 ) -> np.ndarray | None:
@@ -292,11 +299,9 @@ class Denoiser:
         # lazy: validate cheaply, then train on a central region of bounded size
         guide = _check_signal_and_guide(signal, haadf, strict=self.strict, require_guide=False)
         window = processing_window(signal, self.options["low_kev"], self.options["high_kev"])
-        ny, nx = signal.data.shape[:2]
-        sy, sx = min(ny, LAZY_TRAIN_SIDE), min(nx, LAZY_TRAIN_SIDE)
-        y0, x0 = (ny - sy) // 2, (nx - sx) // 2
-        block = signal.data[y0 : y0 + sy, x0 : x0 + sx, window.slice].compute()
-        g = None if guide is None else normalise_guide(guide)[y0 : y0 + sy, x0 : x0 + sx]
+        ys, xs = _central_region(*signal.data.shape[:2])
+        block = signal.data[ys, xs, window.slice].compute()
+        g = None if guide is None else normalise_guide(guide)[ys, xs]
         return PreparedCube(signal_to_cube(block), g, window)
 
     def fit(self, signal: Any, haadf: Any = None) -> Denoiser:
@@ -438,9 +443,8 @@ class Denoiser:
         window = processing_window(signal, self.options["low_kev"], self.options["high_kev"])
         t0 = time.perf_counter()
         ny, nx = signal.data.shape[:2]
-        sy, sx = min(ny, LAZY_TRAIN_SIDE), min(nx, LAZY_TRAIN_SIDE)
-        y0, x0 = (ny - sy) // 2, (nx - sx) // 2
-        region = signal.data[y0 : y0 + sy, x0 : x0 + sx, window.slice].compute()
+        ys, xs = _central_region(ny, nx)
+        region = signal.data[ys, xs, window.slice].compute()
         net.adapt(torch.from_numpy(signal_to_cube(region)))
         step = int(getattr(net, "tile_multiple", 1))
         halo = -(-int(getattr(net, "receptive_radius", 16)) // step) * step

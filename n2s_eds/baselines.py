@@ -229,6 +229,9 @@ def _anscombe_denoise(
     run: Callable[[Any, np.ndarray, float], np.ndarray],
     sigma: float,
 ) -> Any:
+    _check_signal(signal)
+    if signal.axes_manager.navigation_dimension != 2:
+        raise InvalidInputError(f"{name} needs a spectrum image with two navigation axes (Y, X).")
     module = _import_extra(name)
     sigma = float(sigma)
     if not sigma > 0:
@@ -273,9 +276,6 @@ def bm3d(signal: Any, sigma: float = 1.0) -> Any:
     ImportError
         When the optional ``bm3d`` package (non-commercial licence) is not installed.
     """
-    _check_signal(signal)
-    if signal.axes_manager.navigation_dimension != 2:
-        raise InvalidInputError("bm3d needs a spectrum image with two navigation axes (Y, X).")
 
     def run(module: Any, z: np.ndarray, s: float) -> np.ndarray:
         out = np.empty_like(z)
@@ -311,9 +311,6 @@ def bm4d(signal: Any, sigma: float = 1.0) -> Any:
     ImportError
         When the optional ``bm4d`` package (non-commercial licence) is not installed.
     """
-    _check_signal(signal)
-    if signal.axes_manager.navigation_dimension != 2:
-        raise InvalidInputError("bm4d needs a spectrum image with two navigation axes (Y, X).")
 
     def run(module: Any, z: np.ndarray, s: float) -> np.ndarray:
         return np.asarray(module.bm4d(np.ascontiguousarray(z), sigma_psd=s)).reshape(z.shape)

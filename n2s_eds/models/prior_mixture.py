@@ -95,13 +95,6 @@ def smoothing_diagonal(shape: tuple[int, int], sigma: float, device=None, dtype=
     return torch.outer(dy, dx).to(device, dtype)
 
 
-def _centre_weight(sigma: float) -> float:
-    if sigma <= 0:
-        return 1.0
-    k = gaussian_kernel1d(sigma, dtype=torch.float64)
-    return float(k[k.numel() // 2] ** 2)
-
-
 class PriorMixture(nn.Module):
     """Spatially adaptive mixture of voxel-J-invariant spatial-spectral priors.
 
