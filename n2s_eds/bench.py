@@ -196,7 +196,9 @@ def _package_versions(names: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _package_source_hash(exclude: Sequence[str] = ("bench.py", "cli.py")) -> str:
+def _package_source_hash(
+    exclude: Sequence[str] = ("bench.py", "cli.py", "guide_checks.py"),
+) -> str:
     """Hash of every source file of the package except ``exclude`` (file names)."""
     digest = hashlib.sha256()
     for path in sorted(_PACKAGE_DIR.rglob("*.py")):
@@ -493,6 +495,10 @@ def _run_pca_gaussian(signal: Any, guide: Any, seed: int, options: dict[str, Any
     return baselines.pca_gaussian(signal, sigma=1.0)
 
 
+def _run_guided_filter(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    return baselines.guided_filter(signal, guide)
+
+
 def _run_bm3d(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
     return baselines.bm3d(signal, sigma=1.0)
 
@@ -570,6 +576,13 @@ METHODS: dict[str, Method] = {
             (baselines.pca_gaussian,),
             (*_BASE_PACKAGES, "hyperspy"),
         ),
+        Method(
+            "guided_filter",
+            _run_guided_filter,
+            (baselines.guided_filter,),
+            _BASE_PACKAGES,
+            guided=True,
+        ),
         Method("bm3d", _run_bm3d, (baselines.bm3d,), (*_BASE_PACKAGES, "bm3d"), cached=True),
         Method("bm4d", _run_bm4d, (baselines.bm4d,), (*_BASE_PACKAGES, "bm4d"), cached=True),
         Method(
@@ -593,6 +606,8 @@ METHODS: dict[str, Method] = {
 }
 #: Methods counted as classical baselines in the n2s comparison.
 BASELINES = ("gaussian1", "gaussian2", "pca", "pca_gaussian", "bm3d", "bm4d")
+#: Baselines of the guided comparison (``n2s_guided`` against these).
+GUIDED_BASELINES = (*BASELINES, "guided_filter")
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,15 +615,28 @@ BASELINES = ("gaussian1", "gaussian2", "pca", "pca_gaussian", "bm3d", "bm4d")
 # --------------------------------------------------------------------------------------------
 
 
+def _input_digest(case: Case, guided: bool) -> str:
+    """Hash of exactly what a method sees: the noisy cube, its energy axis and the guide."""
+    digest = hashlib.sha256()
+    raw = np.ascontiguousarray(case.raw)
+    digest.update(f"{raw.dtype}{raw.shape}".encode())
+    digest.update(raw.tobytes())
+    ax = case.signal.axes_manager.signal_axes[0]
+    digest.update(f"{ax.offset!r}{ax.scale!r}{ax.units!r}".encode())
+    if guided and case.guide is not None:
+        digest.update(np.ascontiguousarray(np.asarray(case.guide.data, np.float64)).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _cache_key(case: Case, method: Method, seed: int, options: dict[str, Any]) -> dict[str, Any]:
-    spec = CASES.get(case.name)
-    case_code = code_version((spec.build,)) if spec is not None else "unknown"
+    # Keyed on the input data rather than on the code that built the case: a change in the
+    # loaders that leaves the cube unchanged keeps the (hours of) cached BM3D/BM4D rows.
     return {
         "case": case.name,
         "method": method.name,
         "seed": int(seed),
         "split": case.split,
-        "case_code": case_code,
+        "input": _input_digest(case, method.guided),
         "method_code": method.code_version(),
         "options": {k: options.get(k) for k in method.uses_options},
         "shape": list(case.raw.shape),
@@ -703,9 +731,15 @@ def _split_scores(case: Case, den: np.ndarray) -> dict[str, float]:
         window=case.window,
         windows=case.windows,
     )
-    return {
-        k: s[k] for k in ("cube_gain_db", "maps_gain_db", "count_ratio", "worst_map_count_ratio")
-    }
+    keys = (
+        "cube_gain_db",
+        "maps_gain_db",
+        "cube_gain_is_bound",
+        "maps_gain_is_bound",
+        "count_ratio",
+        "worst_map_count_ratio",
+    )
+    return {k: s[k] for k in keys if k in s}
 
 
 def _regions(ref_maps: np.ndarray) -> list[np.ndarray]:
@@ -960,16 +994,30 @@ def _fmt(value: Any, column: str) -> str:
         return "–"
     if column == "seconds":
         return f"{value:.1f}"
-    if column in ("cube_ssim", "maps_ssim", "count_ratio", "worst_map_count_ratio"):
+    if column in (
+        "cube_ssim",
+        "maps_ssim",
+        "count_ratio",
+        "worst_map_count_ratio",
+        "value",
+        "unguided",
+        "ratio_or_diff",
+    ):
         return f"{value:.3f}"
     return f"{value:.2f}"
 
 
+def _cell(row: dict[str, Any], column: str) -> str:
+    text = _fmt(row.get(column), column)
+    # a split gain the estimator cannot resolve is shown as its lower bound
+    return ("≥" + text) if row.get(f"{column}_is_bound") else text
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
-    """The rows as a Markdown table."""
+    """The rows as a Markdown table (unresolved split gains as lower bounds, ``≥``)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(_fmt(row.get(c), c) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(row, c) for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -979,26 +1027,37 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per case, n2s minus the best classical baseline (cube and maps gains, in dB)."""
+def comparisons(
+    rows: Sequence[dict[str, Any]],
+    method: str = "n2s",
+    baselines: Sequence[str] = BASELINES,
+) -> list[dict[str, Any]]:
+    """Per case, ``method`` minus the best classical baseline (cube and maps gains, in dB).
+
+    Gains the split cannot resolve (lower bounds) are left out of the comparison.
+    """
     out = []
     cases = list(dict.fromkeys(r["case"] for r in rows))
     for case in cases:
         by = {r["method"]: r for r in rows if r["case"] == case}
-        if "n2s" not in by:
+        if method not in by:
             continue
-        base = [by[m] for m in BASELINES if m in by]
+        base = [by[m] for m in baselines if m in by]
         if not base:
             continue
         entry: dict[str, Any] = {"case": case}
         for col in ("cube_gain_db", "maps_gain_db"):
-            vals = [(b[col], b["method"]) for b in base if np.isfinite(b[col])]
-            if not vals or not np.isfinite(by["n2s"][col]):
+            # lower bounds (gains beyond the split's resolution) cannot be compared
+            def usable(r: dict[str, Any], col: str = col) -> bool:
+                return bool(np.isfinite(r[col])) and not r.get(f"{col}_is_bound", False)
+
+            vals = [(b[col], b["method"]) for b in base if usable(b)]
+            if not vals or not usable(by[method]):
                 entry[col] = float("nan")
                 entry[col + "_best"] = ""
                 continue
             best, who = max(vals)
-            entry[col] = by["n2s"][col] - best
+            entry[col] = by[method][col] - best
             entry[col + "_best"] = who
         out.append(entry)
     return out
@@ -1100,9 +1159,10 @@ def write_outputs(result: BenchResult, outdir: Path, header: str = "") -> dict[s
     path = outdir / "bench.csv"
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(COLUMNS)
+        columns = (*COLUMNS, "cube_gain_is_bound", "maps_gain_is_bound")
+        w.writerow(columns)
         for row in result.rows:
-            w.writerow([_csv_value(row.get(c)) for c in COLUMNS])
+            w.writerow([_csv_value(row.get(c, "")) for c in columns])
     written["csv"] = path
     path = outdir / "quant_bias.csv"
     qcols = (
@@ -1131,15 +1191,14 @@ def write_outputs(result: BenchResult, outdir: Path, header: str = "") -> dict[s
             for k, v in result.descriptions.items()
         ]
         md.append("")
+    comp_cols = ("case", "cube_gain_db", "cube_gain_db_best", "maps_gain_db", "maps_gain_db_best")
     if comp:
         md += ["n2s minus the best classical baseline (dB):", ""]
-        md += [
-            markdown_table(
-                comp,
-                ("case", "cube_gain_db", "cube_gain_db_best", "maps_gain_db", "maps_gain_db_best"),
-            ),
-            "",
-        ]
+        md += [markdown_table(comp, comp_cols), ""]
+    comp_guided = comparisons(result.rows, "n2s_guided", GUIDED_BASELINES)
+    if comp_guided:
+        md += ["n2s_guided minus the best classical baseline, guided filter included (dB):", ""]
+        md += [markdown_table(comp_guided, comp_cols), ""]
     if result.skipped:
         md += ["Skipped:", ""]
         md += [f"- `{c}`{' / ' + m if m else ''}: {why}" for c, m, why in result.skipped]
@@ -1251,8 +1310,42 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the baselines' cube gains against QUALITY_NOTES.md (exit 1 on FAIL)",
     )
+    parser.add_argument(
+        "--hallucination",
+        action="store_true",
+        help="run the guide-image hallucination checks instead (see n2s_eds.guide_checks)",
+    )
     parser.add_argument("--list", action="store_true", help="list cases and methods and exit")
     return parser
+
+
+def _main_hallucination(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    outdir: Path,
+    cache_dir: Path | None,
+    options: dict[str, Any],
+    t0: float,
+) -> int:
+    from .guide_checks import run_checks, write_checks
+
+    rows, skipped = run_checks(seed=args.seed, options=options, cache_dir=cache_dir)
+    total = time.perf_counter() - t0
+    command = "n2s-eds bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    header = (
+        f"# n2s_eds hallucination checks\n\n`{command.strip()}`: seed {args.seed}, "
+        f"{total:.0f} s in all. See n2s_eds/guide_checks.py for the checks and limits."
+    )
+    paths = write_checks(rows, skipped, outdir, header)
+    _say("")
+    _say(
+        markdown_table(
+            rows,
+            ("check", "method", "metric", "value", "unguided", "ratio_or_diff", "limit", "passed"),
+        )
+    )
+    _say(f"\nwrote {', '.join(str(p) for p in paths.values())} ({total:.0f} s)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1288,6 +1381,8 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir = args.cache_dir if args.cache_dir is not None else outdir.parent / "cache"
     options = {"steps": args.steps}
     t0 = time.perf_counter()
+    if args.hallucination:
+        return _main_hallucination(args, argv, outdir, cache_dir, options, t0)
     result = run_bench(
         args.cases, args.methods, seed=args.seed, options=options, cache_dir=cache_dir
     )
@@ -1302,9 +1397,10 @@ def main(argv: list[str] | None = None) -> int:
     written = write_outputs(result, outdir, header)
     _say("")
     _say(markdown_table(result.rows))
-    comp = comparisons(result.rows)
-    if comp:
-        _say("\nn2s minus best baseline (dB):")
+    for method, base in (("n2s", BASELINES), ("n2s_guided", GUIDED_BASELINES)):
+        comp = comparisons(result.rows, method, base)
+        if comp:
+            _say(f"\n{method} minus best baseline (dB):")
         for c in comp:
             _say(
                 f"  {c['case']:<28} cube {c['cube_gain_db']:+6.2f} (vs {c['cube_gain_db_best']})"

@@ -9,12 +9,23 @@ Trainer commands go to a :class:`~lightning.pytorch.cli.LightningCLI` built on
         --output denoised.hspy
     n2s-eds test ...   (once the module and data module define test steps)
 
+The data module is :class:`~n2s_eds.data.CubeDataModule` (one spectrum-image
+file) unless ``data.class_path`` names another, such as
+:class:`~n2s_eds.data.CorpusDataModule` (patches of an HDF5 corpus of many cubes
+written by ``n2s-eds pack``; ``configs/corpus.yaml``).
+
 ``fit`` ends by writing a shareable model file (:meth:`n2s_eds.Denoiser.save`
 format) beside the checkpoints; LightningCLI saves the resolved
-``config.yaml`` there too. The other commands need no Trainer::
+``config.yaml`` there too. ``fit --ckpt_path last`` resumes from the newest
+``last.ckpt`` of the earlier runs of the same logger folder (each run logs
+into a new ``version_N``), or starts afresh when there is none. Logs go to
+CSV (the presets' logger) and, when ``tensorboard`` or ``tensorboardX`` is
+installed, to TensorBoard as well (``version_N/tensorboard``; turn off with
+``--tensorboard false``). The other commands need no Trainer::
 
     n2s-eds denoise IN -o OUT [--haadf FILE | --guide] [--model FILE.pt] [--steps N]
     n2s-eds demo [--output DIR] [--steps N] [--dose D]
+    n2s-eds pack OUT.h5 IN [IN ...] [--low-kev E] [--high-kev E] [--no-guide]
     n2s-eds bench ...   (forwarded to ``n2s_eds.bench.main``)
 
 Input errors (:class:`n2s_eds.InvalidInputError`) end the command with exit
@@ -24,6 +35,7 @@ code 2 and a one-line message, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 import warnings
@@ -32,13 +44,21 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from .data import CubeDataModule
 from .exceptions import InvalidInputError
 from .module import N2SModule
 
-__all__ = ["main", "cli_main", "N2SLightningCLI", "denoiser_from_module"]
+__all__ = [
+    "main",
+    "cli_main",
+    "N2SLightningCLI",
+    "denoiser_from_module",
+    "find_last_checkpoint",
+    "tensorboard_available",
+]
 
 PROG = "n2s-eds"
 #: Commands handled by LightningCLI.
@@ -147,12 +167,59 @@ def denoiser_from_module(
 # --------------------------------------------------------------------------- LightningCLI
 
 
+def tensorboard_available() -> bool:
+    """Whether Lightning's TensorBoardLogger can write (``tensorboard`` or ``tensorboardX``)."""
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
+
+
+def find_last_checkpoint(trainer: Any) -> Path | None:
+    """The newest last checkpoint of the runs a trainer's configuration writes.
+
+    Lightning resolves ``ckpt_path="last"`` in the checkpoint folder of the
+    current run only, which a versioned logger makes a new, empty one. This
+    also looks in the other runs of the logger's folder
+    (``<save_dir>/<name>/*/checkpoints/last*.ckpt``), in the checkpoint
+    callbacks' explicit ``dirpath`` and, inside a SLURM job (requeued after
+    Lightning's ``SIGUSR1`` save), at its ``hpc_ckpt_*.ckpt`` in
+    ``default_root_dir``.
+
+    Parameters
+    ----------
+    trainer : lightning.pytorch.Trainer
+        The trainer of the run to resume (loggers and callbacks configured).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The most recently written candidate, or ``None`` when there is none.
+    """
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    candidates: list[Path] = []
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+            candidates += Path(cb.dirpath).glob(f"{cb.CHECKPOINT_NAME_LAST}*{cb.FILE_EXTENSION}")
+    root = getattr(trainer.logger, "root_dir", None) if trainer.logger is not None else None
+    if root is not None:
+        candidates += Path(root).glob("*/checkpoints/last*.ckpt")
+    else:
+        candidates += Path(trainer.default_root_dir).glob("checkpoints/last*.ckpt")
+    if SLURMEnvironment.detect():
+        candidates += Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")
+    files = [c for c in candidates if c.is_file()]
+    return max(files, key=lambda c: c.stat().st_mtime) if files else None
+
+
 class N2SLightningCLI(LightningCLI):
     """LightningCLI for n2s_eds: CSVLogger by default, model file after ``fit``.
 
     Extra options: ``--model_file`` (``fit``: where to write the shareable
-    model, default ``model.pt`` in the run's log folder) and ``--output`` /
-    ``--overwrite`` (``predict``: the denoised spectrum image to write).
+    model, default ``model.pt`` in the run's log folder), ``--tensorboard``
+    (also log to TensorBoard when it is installed; default true) and
+    ``--output`` / ``--overwrite`` (``predict``: the denoised spectrum image
+    to write). ``fit --ckpt_path last`` looks for the last checkpoint in the
+    earlier runs too (:func:`find_last_checkpoint`).
     """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
@@ -176,7 +243,38 @@ class N2SLightningCLI(LightningCLI):
             default=False,
             help="predict: replace an existing output file",
         )
+        parser.add_argument(
+            "--tensorboard",
+            type=bool,
+            default=True,
+            help="fit/validate/test: when tensorboard or tensorboardX is installed, also log "
+            "to TensorBoard, in a 'tensorboard' folder of the CSV logger's run folder",
+        )
         parser.set_defaults({"trainer.logger": _DEFAULT_LOGGER})
+        # any LightningDataModule via data.class_path (configs/corpus.yaml: CorpusDataModule);
+        # without one, data.* are the options of CubeDataModule
+        parser.set_defaults({"data": {"class_path": "n2s_eds.data.CubeDataModule"}})
+
+    def _add_tensorboard(self) -> None:
+        """Log to TensorBoard beside a single CSVLogger, when TensorBoard is installed."""
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+        if not self.config[self.subcommand].get("tensorboard", True):
+            return
+        loggers = self.trainer.loggers
+        if len(loggers) != 1 or not isinstance(loggers[0], CSVLogger):
+            return
+        if not tensorboard_available():
+            return
+        csv = loggers[0]
+        tb = TensorBoardLogger(
+            save_dir=csv.save_dir,
+            name=csv.name,
+            version=csv.version,  # the same run folder as the CSV logs and checkpoints
+            sub_dir="tensorboard",
+            default_hp_metric=False,
+        )
+        self.trainer.loggers = [csv, tb]
 
     def _check_guide(self) -> None:
         """The network's ``guide`` flag must agree with the data's guide image."""
@@ -196,12 +294,36 @@ class N2SLightningCLI(LightningCLI):
                 "data.haadf"
             )
 
-    before_validate = before_test = _check_guide
+    def before_validate(self) -> None:
+        self._check_guide()
+        self._add_tensorboard()
+
+    before_test = before_validate
 
     # ------------------------------------------------------------------ fit
     def before_fit(self) -> None:
         self._check_guide()
+        self._add_tensorboard()
         self._fit_t0 = time.perf_counter()
+
+    def fit(self, model: N2SModule, **kwargs: Any) -> None:
+        """``Trainer.fit``, with ``ckpt_path="last"`` found across the earlier runs.
+
+        Used by LightningCLI instead of ``Trainer.fit``. With no earlier
+        checkpoint, ``"last"`` goes on to Lightning, which warns and starts
+        afresh.
+        """
+        if kwargs.get("ckpt_path") == "last":
+            found = find_last_checkpoint(self.trainer)
+            if found is not None:
+                kwargs["ckpt_path"] = str(found)
+                if self.trainer.is_global_zero:
+                    print(f"{PROG}: resuming from {found}", file=sys.stderr)
+        with warnings.catch_warnings():
+            if type(self.datamodule).__module__.startswith("n2s_eds."):
+                # their PatchKeySampler skips the patches used before a mid-epoch checkpoint
+                warnings.filterwarnings("ignore", message="You're resuming from a checkpoint")
+            self.trainer.fit(model, **kwargs)
 
     def after_fit(self) -> None:
         cfg = self.config[self.subcommand]
@@ -227,6 +349,13 @@ class N2SLightningCLI(LightningCLI):
             seed=int(cfg.get("seed_everything") or 0),
             train_seconds=round(time.perf_counter() - getattr(self, "_fit_t0", 0.0), 3),
         )
+        den.history.update(
+            world_size=int(trainer.world_size),
+            num_nodes=int(trainer.num_nodes),
+            strategy=type(trainer.strategy).__name__,
+            accelerator=type(trainer.accelerator).__name__,
+            resumed_from=None if trainer.ckpt_path is None else str(trainer.ckpt_path),
+        )
         if trainer.is_global_zero:
             path = den.save(target)
             print(f"{PROG}: model written to {path}", file=sys.stderr)
@@ -245,6 +374,12 @@ class N2SLightningCLI(LightningCLI):
 
         self._check_guide()
         cfg = self.config[self.subcommand]
+        if not isinstance(datamodule, CubeDataModule):
+            raise InvalidInputError(
+                "predict denoises the spectrum-image file of a CubeDataModule's data.path; "
+                "to denoise a cube with a model trained on a corpus, run `n2s-eds denoise IN "
+                "-o OUT --model model.pt` with the model file that fit wrote"
+            )
         hp = datamodule.hparams
         if hp.get("path") is None:
             raise InvalidInputError("predict needs a data file: set --data.path")
@@ -307,7 +442,8 @@ def cli_main(args: ArgsType = None, *, run: bool = True) -> N2SLightningCLI:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         return N2SLightningCLI(
             N2SModule,
-            CubeDataModule,
+            LightningDataModule,
+            subclass_mode_data=True,
             seed_everything_default=0,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
@@ -390,6 +526,32 @@ def _bench(argv: list[str]) -> int:
     return int(rc or 0)
 
 
+def _pack(ns: argparse.Namespace) -> int:
+    from .data import pack_corpus, read_corpus
+
+    path = pack_corpus(
+        ns.inputs,
+        ns.output,
+        low_kev=ns.low_kev,
+        high_kev=ns.high_kev,
+        include_guides=not ns.no_guide,
+        energy_tolerance=ns.energy_tolerance,
+        compression=None if ns.compression == "none" else ns.compression,
+        overwrite=ns.overwrite,
+    )
+    info = read_corpus(path)
+    e0 = float(info.attrs["energy_offset_kev"])
+    e1 = e0 + (info.n_channels - 1) * float(info.attrs["energy_scale_kev"])
+    guides = sum(c.has_guide for c in info.cubes)
+    print(
+        f"{PROG}: packed {len(info.cubes)} cubes ({info.n_channels} channels, {e0:.3f}-{e1:.3f} "
+        f"keV; {guides} with a guide image) into {path} "
+        f"({path.stat().st_size / 2**20:.1f} MiB)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -461,6 +623,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the phantom and training")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser(
+        "pack",
+        help="pack spectrum images into one HDF5 corpus for training",
+        description="Pack EDS spectrum images (with the image of the same scan as a guide, "
+        "and their metadata) into one HDF5 corpus: the counts of the processing window, "
+        "chunked for fast patch reads. Train on it with `n2s-eds fit --config "
+        "configs/corpus.yaml --data.init_args.path OUT.h5`. The files must share one energy "
+        "axis (channel width and offset); nothing is written when any input is refused.",
+    )
+    p.add_argument("output", metavar="OUT.h5", help="corpus file to write")
+    p.add_argument(
+        "inputs", nargs="+", metavar="IN", help="spectrum-image files (.bcf, .emd, .hspy, ...)"
+    )
+    p.add_argument(
+        "--low-kev", type=float, default=0.2, help="lower edge of the window (default 0.2 keV)"
+    )
+    p.add_argument(
+        "--high-kev", type=float, default=20.0, help="upper edge of the window (default 20 keV)"
+    )
+    p.add_argument("--no-guide", action="store_true", help="leave the guide images out")
+    p.add_argument(
+        "--energy-tolerance",
+        type=float,
+        default=0.25,
+        metavar="CHANNELS",
+        help="largest misalignment of two files' energy channels accepted anywhere in the "
+        "window, in channels (default 0.25)",
+    )
+    p.add_argument(
+        "--compression",
+        choices=("gzip", "lzf", "none"),
+        default="gzip",
+        help="HDF5 compression of the counts (default gzip)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing corpus file")
+    p.set_defaults(func=_pack)
 
     sub.add_parser(
         "bench",

@@ -51,7 +51,8 @@ def predict_cube(
     device : str or torch.device
         Where to run.
     progress : bool
-        Show a progress bar over tiles.
+        Show a progress bar over the tiles (tqdm), when there are several and
+        the output is a terminal or a notebook (not a log file).
 
     Returns
     -------
@@ -79,7 +80,9 @@ def predict_cube(
         for y0 in _starts(y, tile)
         for x0 in _starts(x, tile)
     ]
-    for e0, y0, x0 in tqdm(tiles, disable=not progress or len(tiles) < 2, desc="denoising"):
+    # disable=None: tqdm's own test, off when stderr is not a terminal
+    bar_off = True if not progress or len(tiles) < 2 else None
+    for e0, y0, x0 in tqdm(tiles, disable=bar_off, desc="denoising", unit="tile"):
         e1, y1, x1 = min(e0 + e_tile, e), min(y0 + tile, y), min(x0 + tile, x)
         he = 0 if e_tile >= e else halo
         lo = (max(e0 - he, 0), max(y0 - halo, 0), max(x0 - halo, 0))

@@ -46,6 +46,8 @@ __all__ = [
     "split_scale",
     "umse",
     "split_gain_db",
+    "umse_stderr",
+    "resolved_gain_db",
     "element_windows",
     "element_maps",
     "count_ratio",
@@ -390,6 +392,77 @@ def umse(
     return float(np.mean((d - s * r) ** 2) - s * s * np.mean(r))
 
 
+def umse_stderr(
+    denoised: Any,
+    remainder: Any,
+    p: float | None = None,
+    *,
+    scale: float | None = None,
+    unit_axis: int = -1,
+) -> float:
+    """Standard error of :func:`umse`, from its spread across pixels.
+
+    The per-voxel terms ``(d - s r)^2 - s^2 r`` are summed over ``unit_axis`` (the energy
+    axis of a cube, the map axis of stacked maps), so that each pixel is one unit; pixels
+    are treated as independent. The estimate cannot resolve an MSE much smaller than this
+    error: such a gain is reported as a lower bound (see :func:`score_split`).
+
+    Parameters
+    ----------
+    denoised, remainder : array_like
+        As for :func:`umse`.
+    p, scale : float or None
+        As for :func:`umse`.
+    unit_axis : int
+        The axis summed within a pixel.
+
+    Returns
+    -------
+    float
+        The standard error, in the units of :func:`umse`.
+    """
+    s = split_scale(p, scale)
+    d = np.asarray(denoised, dtype=np.float64)
+    r = np.asarray(remainder, dtype=np.float64)
+    if d.shape != r.shape:
+        raise InvalidInputError(f"denoised {d.shape} and remainder {r.shape} differ in shape.")
+    terms = (d - s * r) ** 2 - s * s * r
+    per_unit = np.moveaxis(terms, unit_axis, -1).reshape(-1, terms.shape[unit_axis])
+    per_pixel = per_unit.mean(axis=1)
+    n = per_pixel.size
+    if n < 2:
+        return float("nan")
+    return float(per_pixel.std(ddof=1) / np.sqrt(n))
+
+
+def resolved_gain_db(u_raw: float, u_den: float, stderr: float) -> tuple[float, bool]:
+    """A split gain in dB, or its lower bound when the denoised MSE is below resolution.
+
+    Parameters
+    ----------
+    u_raw, u_den : float
+        :func:`umse` of the raw split and of the denoised split.
+    stderr : float
+        :func:`umse_stderr` of the denoised split.
+
+    Returns
+    -------
+    (float, bool)
+        ``10 log10(u_raw / u_den)`` and ``False`` when ``u_den`` exceeds twice its standard
+        error; otherwise the gain at the upper confidence limit of the MSE,
+        ``10 log10(u_raw / (max(u_den, 0) + 2 stderr))``, and ``True``: the true gain is at
+        least that (at about 97.5 % confidence). ``nan`` when ``u_raw <= 0``.
+    """
+    if not u_raw > 0:
+        return float("nan"), False
+    if np.isfinite(stderr) and u_den <= 2.0 * stderr:
+        upper = max(u_den, 0.0) + 2.0 * stderr
+        return float(10.0 * np.log10(u_raw / upper)), True
+    if u_den <= 0:
+        return float("inf"), False
+    return float(10.0 * np.log10(u_raw / u_den)), False
+
+
 def split_gain_db(
     raw: Any,
     denoised: Any,
@@ -480,10 +553,13 @@ def score_split(
         )
     sl = window.slice if window is not None else slice(None)
     xw, rw, dw = x[..., sl], r[..., sl], d[..., sl]
-    out = {
-        "umse_raw": umse(xw, rw, p, scale=scale),
-        "umse_denoised": umse(dw, rw, p, scale=scale),
-        "cube_gain_db": split_gain_db(xw, dw, rw, p, scale=scale),
+    u_raw, u_den = umse(xw, rw, p, scale=scale), umse(dw, rw, p, scale=scale)
+    gain, bound = resolved_gain_db(u_raw, u_den, umse_stderr(dw, rw, p, scale=scale))
+    out: dict[str, Any] = {
+        "umse_raw": u_raw,
+        "umse_denoised": u_den,
+        "cube_gain_db": gain,
+        "cube_gain_is_bound": bound,
         "count_ratio": count_ratio(dw, xw),
     }
     if windows:
@@ -492,7 +568,10 @@ def score_split(
             if bad:
                 raise InvalidInputError(f"element windows {bad} reach outside the window.")
         mx, mr, md = element_maps(x, windows), element_maps(r, windows), element_maps(d, windows)
-        out["maps_gain_db"] = split_gain_db(mx, md, mr, p, scale=scale)
+        m_raw, m_den = umse(mx, mr, p, scale=scale), umse(md, mr, p, scale=scale)
+        out["maps_gain_db"], out["maps_gain_is_bound"] = resolved_gain_db(
+            m_raw, m_den, umse_stderr(md, mr, p, scale=scale, unit_axis=0)
+        )
         out["worst_map_count_ratio"] = map_count_ratios(md, mx)[1]
     return out
 

@@ -3,11 +3,17 @@
 It holds no data-specific state of its own: the network's per-cube data
 (input scale, spectral basis) are set by ``net.adapt`` from the datamodule
 at ``setup``.
+
+The training masks of a step are drawn from a generator seeded by
+``(mask_seed, global_step, rank)``, not from the global random state, so a
+run resumed from a checkpoint draws the same masks as an uninterrupted one,
+and the ranks of a distributed run draw different ones.
 """
 
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
@@ -47,6 +53,10 @@ class N2SModule(L.LightningModule):
         ``OptimizerCallable``); Adam with lr 1e-3 by default.
     val_seed : int
         Seed of the validation masks.
+    mask_seed : int or None
+        Seed of the training masks; ``None`` takes the seed of torch's global
+        random generator when the module is built (the one
+        ``seed_everything`` sets, the same on every rank).
     """
 
     def __init__(
@@ -58,6 +68,7 @@ class N2SModule(L.LightningModule):
         loss: str = "mse",
         optimizer: OptimizerCallable = _default_optimizer,
         val_seed: int = 1234,
+        mask_seed: int | None = None,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -69,6 +80,7 @@ class N2SModule(L.LightningModule):
         self.masker = BernoulliMasker(mask_rate, mask_mode, replacement)
         self.loss_fn = LOSSES[loss]
         self.optimizer_factory = optimizer
+        self._mask_seed = int(torch.initial_seed() if mask_seed is None else mask_seed)
         self._adapted = False
 
     def setup(self, stage: str) -> None:
@@ -106,23 +118,58 @@ class N2SModule(L.LightningModule):
     def forward(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
         return self.net(self._inputs(counts, guide))
 
+    def training_generator(
+        self, device: torch.device | str, micro_batch: int = 0
+    ) -> torch.Generator:
+        """The generator of a training step's masks.
+
+        Seeded by ``(mask_seed, global_step, rank, micro_batch)``: a function
+        of the step, not of how the run got there (resumed or not).
+
+        Parameters
+        ----------
+        device : torch.device or str
+            Device of the batch.
+        micro_batch : int
+            Index of the batch within a gradient-accumulation step.
+
+        Returns
+        -------
+        torch.Generator
+        """
+        step = self.trainer.global_step if self._trainer is not None else 0
+        words = [self._mask_seed, int(step), int(self.global_rank), int(micro_batch)]
+        seed = int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+        return gen
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.masked_loss(batch)
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        gen = self.training_generator(batch["counts"].device, batch_idx % max(1, accumulate))
+        loss = self.masked_loss(batch, generator=gen)
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["counts"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Masked-voxel loss on the fixed validation patches, with fixed masks.
+
+        Logged as ``val_loss``, averaged over the batches and, in a
+        distributed run, over the ranks.
+        """
         gen = torch.Generator(device=batch["counts"].device)
         gen.manual_seed(self.hparams.val_seed + batch_idx)
         loss = self.masked_loss(batch, generator=gen)
-        self.log("val_loss", loss, prog_bar=True, batch_size=batch["counts"].shape[0])
+        self.log(
+            "val_loss", loss, prog_bar=True, batch_size=batch["counts"].shape[0], sync_dist=True
+        )
         return loss
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         gen = torch.Generator(device=batch["counts"].device)
         gen.manual_seed(self.hparams.val_seed + 10_000 + batch_idx)
         loss = self.masked_loss(batch, generator=gen)
-        self.log("test_loss", loss, batch_size=batch["counts"].shape[0])
+        self.log("test_loss", loss, batch_size=batch["counts"].shape[0], sync_dist=True)
         return loss
 
     def configure_optimizers(self):

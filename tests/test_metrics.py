@@ -119,6 +119,40 @@ def test_gain_of_raw_is_zero_and_smoothing_gains():
     assert M.split_gain_db(x, d, r, 0.5) > 3.0
 
 
+def test_umse_stderr_matches_the_spread_of_umse():
+    lam = _truth(16, 14, 40, dose=3.0)
+    rng = np.random.default_rng(4)
+    est, se = [], []
+    for _ in range(200):
+        x, r = M.binomial_split(rng.poisson(lam), 0.5, seed=rng)
+        d = gaussian_filter(x.astype(float), (1, 1, 0))
+        est.append(M.umse(d, r, 0.5))
+        se.append(M.umse_stderr(d, r, 0.5))
+    assert np.mean(se) == pytest.approx(np.std(est), rel=0.3)
+
+
+def test_resolved_gain_is_a_lower_bound_below_resolution():
+    # resolved: the plain ratio
+    assert M.resolved_gain_db(10.0, 1.0, 0.1) == (pytest.approx(10.0), False)
+    # unresolved (an estimate within two standard errors of 0, or below 0): a bound
+    gain, bound = M.resolved_gain_db(10.0, -0.05, 0.05)
+    assert bound and gain == pytest.approx(10.0 * np.log10(10.0 / 0.1))
+    gain, bound = M.resolved_gain_db(10.0, 0.05, 0.05)
+    assert bound and gain == pytest.approx(10.0 * np.log10(10.0 / 0.15))
+    assert np.isnan(M.resolved_gain_db(0.0, 1.0, 0.1)[0])
+
+
+def test_score_split_flags_unresolved_gains():
+    lam = _truth(dose=5.0)
+    n = np.random.default_rng(3).poisson(lam)
+    x, r = M.binomial_split(n, 0.5, seed=0)
+    res = M.score_split(x, r, gaussian_filter(x.astype(float), (1, 1, 0)), 0.5)
+    assert res["cube_gain_is_bound"] is False
+    # the truth itself has MSE 0: never resolvable, reported as a finite lower bound
+    res = M.score_split(x, r, 0.5 * lam, 0.5)
+    assert res["cube_gain_is_bound"] is True and np.isfinite(res["cube_gain_db"])
+
+
 def test_umse_needs_exactly_one_of_p_and_scale():
     a = np.ones((2, 2))
     with pytest.raises(InvalidInputError):

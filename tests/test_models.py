@@ -54,44 +54,74 @@ def random_weights(net, shape, seed=0):
     return torch.softmax(logits, dim=2)
 
 
+def guide_image(y=21, x=19, seed=0):
+    """A guide with a sharp edge, a bright blob and noise: (1, 1, Y, X)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:y, :x]
+    g = (xx > x / 3).astype(float) + 2.0 * np.exp(-((yy - 5) ** 2 + (xx - 12) ** 2) / 6.0)
+    g += 0.1 * rng.standard_normal((y, x))
+    return torch.from_numpy(g.astype(np.float32))[None, None]
+
+
+@pytest.mark.parametrize("guided", [False, True])
 @pytest.mark.parametrize("voxel", [(30, 10, 9), (12, 0, 0), (40, 1, 18), (5, 20, 2)])
-def test_mix_is_voxel_j_invariant(voxel):
+def test_mix_is_voxel_j_invariant(voxel, guided):
     """No estimate of a voxel may depend on that voxel's own count (borders included)."""
     cube, _ = low_rank_cube()
-    net = PriorMixture(rank=3)
+    net = PriorMixture(rank=3, guide=guided)
     net.adapt(torch.from_numpy(cube))
     w = random_weights(net, cube.shape[1:])
     x = torch.from_numpy(cube)[None, None]
+    g = guide_image() if guided else None
     x2 = x.clone()
     e, y, xx = voxel
     x2[0, 0, e, y, xx] += 50.0
     with torch.no_grad():
-        a, b = net.mix(x, w), net.mix(x2, w)
+        a, b = net.mix(x, w, guide=g), net.mix(x2, w, guide=g)
     assert abs(float(a[0, 0, e, y, xx] - b[0, 0, e, y, xx])) < 1e-3
     # ...while other voxels of the same pixel and the neighbours do see it
     diff = (b - a).abs()[0, 0]
     assert diff.sum() > 10.0
 
 
-def test_mix_conserves_total_counts():
+@pytest.mark.parametrize("guided", [False, True])
+def test_mix_conserves_total_counts(guided):
     cube, _ = low_rank_cube()
-    net = PriorMixture()
+    net = PriorMixture(guide=guided)
     net.adapt(torch.from_numpy(cube))
     w = random_weights(net, cube.shape[1:], seed=3)
     with torch.no_grad():
-        out = net.mix(torch.from_numpy(cube)[None, None], w)
+        out = net.mix(torch.from_numpy(cube)[None, None], w, guide=guide_image())
     assert abs(float(out.sum()) / cube.sum() - 1) < 0.005
 
 
-def test_masked_forward_matches_full_mix():
+def test_guided_filter_operator_is_symmetric_and_keeps_totals():
+    """The guided filter's operator: symmetric, columns sum to 1, diagonal as computed."""
+    from n2s_eds.models.prior_mixture import GuidedFilter
+
+    g = guide_image(9, 8)
+    op = GuidedFilter(g.double(), radius=2, eps=0.01)
+    eye = torch.eye(72, dtype=torch.float64).reshape(72, 1, 9, 8)
+    w = op(eye).reshape(72, 72)  # row j: the response to a delta at pixel j
+    torch.testing.assert_close(w, w.T)
+    torch.testing.assert_close(w.sum(dim=0), torch.ones(72, dtype=torch.float64))
+    torch.testing.assert_close(torch.diagonal(w), op.diagonal.reshape(72))
+    assert float(w.min()) < 0  # guide edges sharpen: not a plain smoother
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_masked_forward_matches_full_mix(guided):
     cube, _ = low_rank_cube()
-    net = PriorMixture()
+    net = PriorMixture(guide=guided)
     net.adapt(torch.from_numpy(cube))
     torch.nn.init.normal_(net.head.weight, std=0.1)  # non-uniform weights
     x = torch.from_numpy(cube)[None, None]
-    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.05
+    g = guide_image() if guided else None
+    if guided:
+        x = torch.cat([x, g[:, :, None].expand_as(x)], dim=1)
+    mask = torch.rand(x[:, :1].shape, generator=torch.Generator().manual_seed(0)) < 0.05
     with torch.no_grad():
-        full = net.mix(x, net.mixing_weights(x))[mask]
+        full = net.mix(x[:, :1], net.mixing_weights(x[:, :1], g), guide=g)[mask]
         part = net(x, mask, masked=x)
     torch.testing.assert_close(part, full, atol=1e-4, rtol=1e-4)
 

@@ -17,9 +17,12 @@ does use the same pixel's other channels and the neighbouring pixels. A small 2D
 at local features (count level, how much the candidates disagree, optionally
 the HAADF guide) and outputs per-pixel convex weights over the candidates.
 
-Because the output is a convex combination of estimates computed from the
-X-ray counts alone, a guide image can only change *how much* the X-ray data
-are smoothed where, never paint its own contrast into an element map.
+The output is a combination of estimates that are linear in the X-ray counts:
+the guide image steers the weights and, with ``guide=True``, the kernels of
+guided-filter candidates (local linear fits of the counts on the guide), but
+a map is only ever built from counts; where the X-rays do not follow the
+guide, the fitted slope, and so the guide's imprint, is near zero. The
+hallucination checks (:mod:`n2s_eds.guide_checks`) measure it.
 """
 
 from __future__ import annotations
@@ -57,7 +60,22 @@ def _reflect(idx: Tensor, n: int) -> Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _smoothing_matrix(n: int, sigma: float) -> Tensor:
-    k = gaussian_kernel1d(sigma, dtype=torch.float64)
+    return _kernel_matrix(n, gaussian_kernel1d(sigma, dtype=torch.float64))
+
+
+@functools.lru_cache(maxsize=64)
+def _box_matrix(n: int, radius: int) -> Tensor:
+    """(n, n) mean over ``2 radius + 1`` pixels, half-sample symmetric borders."""
+    return _kernel_matrix(
+        n, torch.full((2 * radius + 1,), 1.0 / (2 * radius + 1), dtype=torch.float64)
+    )
+
+
+def _kernel_matrix(n: int, k: Tensor) -> Tensor:
+    """(n, n) operator of a symmetric 1D kernel with half-sample symmetric borders.
+
+    The matrix is symmetric and its rows and columns sum to 1.
+    """
     r = k.numel() // 2
     rows = torch.arange(n)[:, None].expand(n, 2 * r + 1)
     cols = _reflect(rows + torch.arange(-r, r + 1)[None, :], n)
@@ -95,6 +113,58 @@ def smoothing_diagonal(shape: tuple[int, int], sigma: float, device=None, dtype=
     return torch.outer(dy, dx).to(device, dtype)
 
 
+class GuidedFilter:
+    """The guided filter (He, Sun & Tang, 2013) of (B, C, Y, X) planes as a linear operator.
+
+    For a fixed guide image the filter is linear in the filtered planes. With box means
+    that are symmetric and doubly stochastic (half-sample symmetric borders), its operator
+    ``W`` is symmetric with rows and columns summing to 1: filtering (gathering) equals
+    spreading (splatting), and the total counts of every plane are kept exactly. Its
+    entries can be negative (edges of the guide sharpen), and :attr:`diagonal` is each
+    pixel's weight on itself, ``W_ii``, used to make the estimate J-invariant.
+
+    Parameters
+    ----------
+    guide : torch.Tensor
+        (B, 1, Y, X) guide image (robustly normalised).
+    radius : int
+        Window radius in pixels.
+    eps : float
+        Ridge penalty, in units of the guide's squared spread.
+    """
+
+    def __init__(self, guide: Tensor, radius: int, eps: float):
+        y, x = guide.shape[-2:]
+        self.by = _box_matrix(y, int(radius)).to(guide.device, guide.dtype)
+        self.bx = _box_matrix(x, int(radius)).to(guide.device, guide.dtype)
+        self.guide = guide
+        self.mean_g = self._box(guide)
+        self.inv = 1.0 / (self._box(guide * guide) - self.mean_g**2 + float(eps))
+        sq_y, sq_x = self.by * self.by, self.bx * self.bx
+
+        def box_sq(a: Tensor) -> Tensor:
+            return torch.matmul(sq_y, torch.matmul(a, sq_x))
+
+        g = guide
+        # W_ii = sum_k B_ik^2 (1 + (g_i - mu_k)^2 / (var_k + eps))
+        self.diagonal = (
+            box_sq(torch.ones_like(g))
+            + g * g * box_sq(self.inv)
+            - 2.0 * g * box_sq(self.mean_g * self.inv)
+            + box_sq(self.mean_g**2 * self.inv)
+        )[:, 0]
+
+    def _box(self, a: Tensor) -> Tensor:
+        return torch.matmul(self.by, torch.matmul(a, self.bx))
+
+    def __call__(self, planes: Tensor) -> Tensor:
+        """Filter (B, C, Y, X) planes with the guide of the same batch element."""
+        mean_p = self._box(planes)
+        a = (self._box(self.guide * planes) - self.mean_g * mean_p) * self.inv
+        b = mean_p - a * self.mean_g
+        return self._box(a) * self.guide + self._box(b)
+
+
 class PriorMixture(nn.Module):
     """Spatially adaptive mixture of voxel-J-invariant spatial-spectral priors.
 
@@ -120,6 +190,11 @@ class PriorMixture(nn.Module):
         of the weaker lines.
     width, depth : int
         Width and number of 3x3 layers of the 2D mixing network.
+    guided_filters : tuple of (int, float)
+        With ``guide=True``: (radius, eps) of guided filters steered by the guide image
+        (see :class:`GuidedFilter`), added as candidates beside the Gaussian scales, both
+        for the low-rank and for the raw spectra. Like the Gaussian candidates they are
+        linear in the counts, keep the totals and exclude each voxel's own count.
 
     Notes
     -----
@@ -141,6 +216,7 @@ class PriorMixture(nn.Module):
         n_bands: int = 8,
         width: int = 32,
         depth: int = 4,
+        guided_filters: tuple[tuple[int, float], ...] = ((1, 0.01), (2, 0.01)),
     ):
         super().__init__()
         self.guide = guide
@@ -148,9 +224,16 @@ class PriorMixture(nn.Module):
         self.spatial_sigmas = tuple(float(s) for s in spatial_sigmas)
         if not self.lowrank_sigmas:
             raise ValueError("lowrank_sigmas must name at least one scale")
+        self.guided_filters = tuple((int(r), float(e)) for r, e in guided_filters)
+        if any(r < 1 or e <= 0 for r, e in self.guided_filters):
+            raise ValueError(
+                f"guided_filters must be (radius >= 1, eps > 0) pairs, got {guided_filters}"
+            )
         self.max_rank = int(max_rank)
         self.fixed_rank = rank
-        self.n_candidates = len(self.lowrank_sigmas) + len(self.spatial_sigmas)
+        n_guided = len(self.guided_filters) if guide else 0
+        self.n_lowrank = len(self.lowrank_sigmas) + n_guided
+        self.n_candidates = self.n_lowrank + len(self.spatial_sigmas) + n_guided
         if n_bands < 1:
             raise ValueError(f"n_bands must be >= 1, got {n_bands}")
         self.n_bands = int(n_bands)
@@ -320,9 +403,10 @@ class PriorMixture(nn.Module):
     def mixing_weights(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
         """Per-pixel convex weights over the smoothing scales, (B, n_bands, n_candidates, Y, X).
 
-        For each energy band, the first ``len(lowrank_sigmas)`` weights spread
-        a pixel's low-rank spectrum, the others its raw spectrum
-        (``spatial_sigmas``).
+        For each energy band, the first ``n_lowrank`` weights spread a pixel's
+        low-rank spectrum (``lowrank_sigmas``, then the guided filters when a
+        guide is used), the others its raw spectrum (``spatial_sigmas``, then
+        the guided filters).
         """
         self._check_ready(counts.shape[2])
         c = counts[:, 0]
@@ -334,15 +418,42 @@ class PriorMixture(nn.Module):
         b, _, y, x = logits.shape
         return torch.softmax(logits.view(b, self.n_bands, self.n_candidates, y, x), dim=2)
 
-    def mix(self, counts: Tensor, weights: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Spread each pixel's counts with its own per-scale weights (J-invariant).
+    def _operators(
+        self, hw: tuple[int, int], guide: Tensor | None, device, dtype
+    ) -> tuple[list, list]:
+        """Low-rank and raw candidates as (spread function, own-weight (B|1, Y, X)) pairs."""
 
-        Each input pixel sends its low-rank spectrum (or, for the spatial
-        scales, its raw spectrum) to its neighbourhood with Gaussian kernels
-        whose weights sum to 1, mixed by ``weights`` band by band; so the total
-        counts are kept. The share of a voxel's own count that lands on
-        itself is taken out and replaced by the same share of its neighbours'
-        mean: no output voxel depends on its own input count.
+        def gaussian(sigma: float) -> tuple:
+            diag = smoothing_diagonal(hw, sigma, device, dtype)[None]
+            return (lambda p: smooth2d(p, sigma, transpose=True)), diag
+
+        guided = []
+        if self.guide:
+            if guide is None:
+                raise ValueError("this PriorMixture was built with guide=True: pass the guide")
+            for radius, eps in self.guided_filters:
+                op = GuidedFilter(guide, radius, eps)
+                guided.append((op, op.diagonal))
+        low = [gaussian(s) for s in self.lowrank_sigmas] + guided
+        raw = [gaussian(s) for s in self.spatial_sigmas] + guided
+        return low, raw
+
+    def mix(
+        self,
+        counts: Tensor,
+        weights: Tensor,
+        mask: Tensor | None = None,
+        guide: Tensor | None = None,
+    ) -> Tensor:
+        """Spread each pixel's counts with its own per-candidate weights (J-invariant).
+
+        Each input pixel sends its low-rank spectrum (or, for the raw
+        candidates, its raw spectrum) to its neighbourhood with kernels whose
+        weights sum to 1 (Gaussians, and guided filters with a guide), mixed by
+        ``weights`` band by band; so the total counts are kept. The share of a
+        voxel's own count that lands on itself is taken out and replaced by the
+        same share of its neighbours' mean: no output voxel depends on its own
+        input count.
 
         Parameters
         ----------
@@ -353,57 +464,50 @@ class PriorMixture(nn.Module):
         mask : torch.Tensor, optional
             Boolean (B, 1, E, Y, X); when given, only the masked voxels are
             computed and returned as a 1-D tensor (``mask.nonzero()`` order).
+        guide : torch.Tensor, optional
+            (B, 1, Y, X) guide image (required with ``guide=True``).
         """
         c = counts[:, 0]
         e = c.shape[1]
         self._check_ready(e)
         hw = c.shape[-2:]
         z = self._abundances(c)
-        n_lr = len(self.lowrank_sigmas)
-        diags = {
-            s: smoothing_diagonal(hw, s, c.device, c.dtype)
-            for s in (*self.lowrank_sigmas, *self.spatial_sigmas)
-        }
+        n_lr = self.n_lowrank
+        low_ops, raw_ops = self._operators(hw, guide, c.device, c.dtype)
         band = self._band_of_channel(e, c.device)
         # low-rank part: per band, spread the abundances (K channels: cheap)
         zsum = []  # per band (B, K, Y, X)
-        own = torch.zeros(c.shape[0], self.n_bands, *hw, device=c.device, dtype=c.dtype)
         for g in range(self.n_bands):
             acc = torch.zeros_like(z)
-            for i, sigma in enumerate(self.lowrank_sigmas):
-                w = weights[:, g, i : i + 1]
-                acc = acc + smooth2d(w * z, sigma, transpose=True)
+            for i, (spread, _) in enumerate(low_ops):
+                acc = acc + spread(weights[:, g, i : i + 1] * z)
             zsum.append(acc)
         zsum_t = torch.stack(zsum, dim=1)  # (B, G, K, Y, X)
-        own_lr = torch.einsum(
-            "bgcyx,cyx->bgyx",
-            weights[:, :, :n_lr],
-            torch.stack([diags[s] for s in self.lowrank_sigmas]),
-        )
+
+        def own_weight(w: Tensor, ops: list) -> Tensor:
+            if not ops:
+                return torch.zeros_like(w[:, :, 0])
+            diag = torch.stack([d.expand(w.shape[0], *hw) for _, d in ops], dim=1)
+            return torch.einsum("bgcyx,bcyx->bgyx", w, diag)
+
+        own_lr = own_weight(weights[:, :, :n_lr], low_ops)
+        own_sp = own_weight(weights[:, :, n_lr:], raw_ops)
         diag_p = (self.basis**2).sum(dim=1)  # (E,) own-channel weight of the projection
         fill = self._neighbour_mean(c)
         vd = self.basis * self.channel_scale[:, None]  # (E, K)
-        w_sp = weights[:, :, n_lr:][:, band]  # (B, E, n_spatial, Y, X)
-        if self.spatial_sigmas:
-            own_sp = torch.einsum(
-                "bgcyx,cyx->bgyx",
-                weights[:, :, n_lr:],
-                torch.stack([diags[s] for s in self.spatial_sigmas]),
-            )
-        else:
-            own_sp = torch.zeros_like(own)
+        w_sp = weights[:, :, n_lr:][:, band]  # (B, E, n_raw, Y, X)
         if mask is None:
             out = torch.einsum("ek,bekyx->beyx", vd, zsum_t[:, band])
-            for j, sigma in enumerate(self.spatial_sigmas):
-                out = out + smooth2d(w_sp[:, :, j] * c, sigma, transpose=True)
+            for j, (spread, _) in enumerate(raw_ops):
+                out = out + spread(w_sp[:, :, j] * c)
             own = own_lr[:, band] * diag_p.view(1, e, 1, 1) + own_sp[:, band]
             return (out + own * (fill - c))[:, None]
         bi, _, ei, yi, xi = mask.nonzero(as_tuple=True)
         gi = band[ei]
         cv, fv = c[bi, ei, yi, xi], fill[bi, ei, yi, xi]
         out = (vd[ei] * zsum_t[bi, gi, :, yi, xi]).sum(dim=1)
-        for j, sigma in enumerate(self.spatial_sigmas):
-            out = out + smooth2d(w_sp[:, :, j] * c, sigma, transpose=True)[bi, ei, yi, xi]
+        for j, (spread, _) in enumerate(raw_ops):
+            out = out + spread(w_sp[:, :, j] * c)[bi, ei, yi, xi]
         own_v = own_lr[bi, gi, yi, xi] * diag_p[ei] + own_sp[bi, gi, yi, xi]
         return out + own_v * (fv - cv)
 
@@ -429,7 +533,7 @@ class PriorMixture(nn.Module):
                 sel[i::grid, j::grid] = True
                 hidden = replace_masked(counts, sel.expand_as(counts), "local_mean")[:, 0]
                 w = self._weights(hidden, self._abundances(hidden), guide)
-                out = torch.where(sel, self.mix(counts, w), out)
+                out = torch.where(sel, self.mix(counts, w, guide=guide), out)
         return out
 
     def forward(
@@ -466,4 +570,4 @@ class PriorMixture(nn.Module):
         else:
             src = (x if masked is None else masked)[:, 0]
             w = self._weights(src, self._abundances(src), guide)
-        return self.mix(x[:, :1], w, mask)
+        return self.mix(x[:, :1], w, mask, guide)
