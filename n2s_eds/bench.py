@@ -879,8 +879,12 @@ def _denoise(
     seed: int,
     options: dict[str, Any],
     cache_dir: Path | None,
+    cache_only: bool = False,
 ) -> tuple[np.ndarray, float, bool]:
-    """The denoised window channels, the seconds it took and whether it came from the cache."""
+    """The denoised window channels, the seconds it took and whether it came from the cache.
+
+    With ``cache_only``, a row that is not in the cache raises :class:`CaseSkipped`.
+    """
     key = path = None
     if method.cached and cache_dir is not None:
         key = _cache_key(case, method, seed, options)
@@ -888,6 +892,8 @@ def _denoise(
         hit = _cache_load(path, key)
         if hit is not None:
             return hit[0], hit[1], True
+    if cache_only:
+        raise CaseSkipped("not in the cache (--cache-only); run it without --cache-only")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -909,6 +915,7 @@ def run_bench(
     seed: int = 0,
     options: dict[str, Any] | None = None,
     cache_dir: Path | None = None,
+    cache_only: Sequence[str] = (),
 ) -> BenchResult:
     """Run methods on cases and score them.
 
@@ -922,6 +929,8 @@ def run_bench(
         Run options (``steps`` for the networks).
     cache_dir : pathlib.Path or None
         Cache of the slow rows; ``None`` computes everything afresh and stores nothing.
+    cache_only : sequence of str
+        Methods whose rows are only read from the cache (skipped when absent).
 
     Returns
     -------
@@ -956,7 +965,13 @@ def run_bench(
                 _say(f"  {mname:<13} skipped: {reason}")
                 continue
             try:
-                window_cube, seconds, cached = _denoise(case, method, seed, options, cache_dir)
+                window_cube, seconds, cached = _denoise(
+                    case, method, seed, options, cache_dir, cache_only=mname in cache_only
+                )
+            except CaseSkipped as exc:
+                result.skipped.append((name, mname, str(exc)))
+                _say(f"  {mname:<13} skipped: {exc}")
+                continue
             except Exception as exc:  # one failing method must not stop the benchmark
                 reason = f"{type(exc).__name__}: {exc}"
                 result.skipped.append((name, mname, reason))
@@ -1311,6 +1326,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the baselines' cube gains against QUALITY_NOTES.md (exit 1 on FAIL)",
     )
     parser.add_argument(
+        "--cache-only",
+        type=lambda t: _comma_list(t, METHODS, "method"),
+        default=[],
+        help="comma list of cached methods (e.g. bm3d,bm4d) read from the cache only: "
+        "a row not in the cache is skipped instead of computed",
+    )
+    parser.add_argument(
         "--hallucination",
         action="store_true",
         help="run the guide-image hallucination checks instead (see n2s_eds.guide_checks)",
@@ -1384,7 +1406,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.hallucination:
         return _main_hallucination(args, argv, outdir, cache_dir, options, t0)
     result = run_bench(
-        args.cases, args.methods, seed=args.seed, options=options, cache_dir=cache_dir
+        args.cases,
+        args.methods,
+        seed=args.seed,
+        options=options,
+        cache_dir=cache_dir,
+        cache_only=args.cache_only,
     )
     total = time.perf_counter() - t0
     command = "n2s-eds bench " + " ".join(sys.argv[1:] if argv is None else argv)

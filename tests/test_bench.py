@@ -53,7 +53,7 @@ def test_bench_writes_tables_and_reuses_cache(tmp_path, monkeypatch, small_phant
 
     rows = _rows(tmp_path)
     assert [r["method"] for r in rows] == METHODS.split(",")
-    assert list(rows[0]) == list(bench.COLUMNS)
+    assert list(rows[0]) == [*bench.COLUMNS, "cube_gain_is_bound", "maps_gain_is_bound"]
     for column in bench.COLUMNS:
         assert column in md
     for row in rows:
@@ -96,6 +96,16 @@ def test_bench_writes_tables_and_reuses_cache(tmp_path, monkeypatch, small_phant
     assert calls == [1]
     n2s = [r for r in _rows(tmp_path) if r["method"] == "n2s"][0]
     assert n2s["cached"] == "False"
+
+    # --cache-only never computes: a row whose code changed again is skipped, with the reason.
+    calls.clear()
+    method2 = dataclasses.replace(method, sources=(bench.baselines.pca,))
+    monkeypatch.setitem(bench.METHODS, "n2s", method2)
+    assert _run(tmp_path, "--cache-only", "n2s") == 0
+    assert calls == []
+    assert "n2s" not in [r["method"] for r in _rows(tmp_path)]
+    assert "not in the cache" in (tmp_path / "out" / "bench.md").read_text()
+    monkeypatch.setitem(bench.METHODS, "n2s", method)
 
     # --no-cache never reads the cache.
     calls.clear()
