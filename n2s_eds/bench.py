@@ -557,8 +557,21 @@ class Method:
     uses_options: tuple[str, ...] = ()
 
     def code_version(self) -> str:
-        """The hash of the code behind this method's results."""
-        return code_version((self.run, *self.sources), self.packages, self.whole_package)
+        """The hash of the code behind this method's results.
+
+        Taken once per process (at the first call; :func:`run_bench` calls it before it
+        computes anything) and then kept: the source files may change on disk while a long
+        run goes on, and the key must describe the code that was loaded, not the edits.
+        """
+        if self not in _CODE_VERSIONS:
+            _CODE_VERSIONS[self] = code_version(
+                (self.run, *self.sources), self.packages, self.whole_package
+            )
+        return _CODE_VERSIONS[self]
+
+
+#: Method -> its code version, taken once per process (see :meth:`Method.code_version`).
+_CODE_VERSIONS: dict[Method, str] = {}
 
 
 _BASE_PACKAGES = ("numpy", "scipy")
@@ -938,6 +951,8 @@ def run_bench(
     """
     options = dict(options or {})
     result = BenchResult()
+    for mname in methods:  # snapshot the code versions before anything runs
+        METHODS[mname].code_version()
     for name in cases:
         t_case = time.perf_counter()
         try:

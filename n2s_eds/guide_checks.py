@@ -285,6 +285,8 @@ def run_checks(
         The table rows (see the module docstring) and the checks skipped, with the reason.
     """
     options = dict(options or {})
+    for method in ("gaussian1", "n2s", *_GUIDED):  # snapshot the code versions first
+        METHODS[method].code_version()
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for check in (_thickness_check, _wrong_guide_checks, _lowcount_check):
