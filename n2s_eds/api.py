@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +28,25 @@ from .inference import predict_cube
 from .io import check_spectrum_image, match_guide, result_signal
 from .models import MODELS, build_model
 from .module import LOSSES, N2SModule
-from .preprocess import EnergyWindow, processing_window, signal_to_cube
+from .preprocess import (
+    EnergyBinning,
+    EnergyWindow,
+    bin_energy,
+    channel_width_ev,
+    energy_binning,
+    processing_window,
+    signal_to_cube,
+    unbin_energy,
+)
 
 __all__ = ["denoise", "Denoiser", "prepare_cube", "normalise_guide", "PreparedCube"]
 
 _log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "n2s_eds.model"
-MODEL_FORMAT_VERSION = 1
+#: Newest model file format this version reads. Format 2 adds ``options.bin_ev``
+#: (energy binning in eV); a model without binning is still written as format 1.
+MODEL_FORMAT_VERSION = 2
 #: Largest scan region (pixels per side) used for training on a lazy cube.
 LAZY_TRAIN_SIDE = 128
 
@@ -151,6 +163,35 @@ def prepare_cube(
     return PreparedCube(cube, None if guide is None else normalise_guide(guide), window)
 
 
+#: Half side (pixels) of the neighbourhood whose raw counts share binned counts among channels.
+_UNBIN_RADIUS = 2
+
+
+def _block_sizes(n: int, side: int) -> tuple[int, ...]:
+    """Sizes of consecutive blocks of ``side`` pixels covering ``n`` (the last may be shorter)."""
+    return tuple(min(side, n - i) for i in range(0, n, side))
+
+
+def _split_sizes(blocks: tuple[int, ...], target: int) -> tuple[int, ...]:
+    """Split every block into nearly equal parts of about ``target`` pixels.
+
+    No part straddles two blocks, so rechunking blocks into these parts only
+    splits: every output chunk depends on a single block.
+    """
+    out: list[int] = []
+    for size in blocks:
+        parts = max(1, round(size / max(int(target), 1)))
+        base, extra = divmod(size, parts)
+        out.extend(base + (k < extra) for k in range(parts))
+    return tuple(out)
+
+
+def _profile(cube: np.ndarray, axis: int) -> np.ndarray:
+    """The summed spectrum (float64) of a cube whose energy axis is ``axis``."""
+    other = tuple(i for i in range(cube.ndim) if i != axis)
+    return np.asarray(cube).sum(axis=other, dtype=np.float64)
+
+
 @contextmanager
 def _quiet_lightning(enabled: bool):
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
@@ -200,11 +241,26 @@ class Denoiser:
         Adam learning rate.
     low_kev, high_kev : float
         Processing window in keV; channels outside it are returned unchanged.
+        The upper edge is lowered to the beam energy when that is lower.
+    bin_ev : float or None
+        Energy bin width in eV (``None``: no binning). The network then sees
+        the window's channels summed into bins of ``round(bin_ev / channel
+        width)`` channels (40 eV: 8 channels of 5 eV, 4 of 10 eV, 2 of 20 eV),
+        which makes it faster and smaller on fine energy axes; its output is
+        spread back onto the input's channels with
+        :func:`n2s_eds.preprocess.unbin_energy`, keeping every pixel's counts
+        in every bin, so the result stays on the input's energy axis. Set in
+        eV, not channels, so that one saved model bins spectra of every
+        instrument alike. Options counted in channels (``energy_patch``)
+        then count bins.
     clip_negative : bool
         Make the result non-negative while keeping every pixel's total counts
         (see :func:`clip_keeping_counts`).
     tile : int
-        Spatial tile side for inference.
+        Spatial tile side for inference (pixels). A lazy cube is processed in
+        blocks of this side (rounded up to the network's pixel grid), each read
+        with a halo of the network's receptive radius: peak memory follows
+        ``tile`` and the number of channels, not the scan size.
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     seed : int
@@ -239,6 +295,7 @@ class Denoiser:
         lr: float = 1e-3,
         low_kev: float = 0.2,
         high_kev: float | None = 20.0,
+        bin_ev: float | None = None,
         clip_negative: bool = True,
         tile: int = 128,
         device: str = "auto",
@@ -254,6 +311,7 @@ class Denoiser:
             raise InvalidInputError(f"mask_rate must lie in (0, 1), got {mask_rate}")
         if int(steps) < 0:
             raise InvalidInputError(f"steps must be >= 0, got {steps}")
+        energy_binning(1, 1.0, bin_ev)  # checks bin_ev
         if energy_patch == "auto":
             energy_patch = None if model == "prior_mixture" else 128
         if mask_mode == "auto":
@@ -272,6 +330,7 @@ class Denoiser:
             "lr": float(lr),
             "low_kev": float(low_kev),
             "high_kev": None if high_kev is None else float(high_kev),
+            "bin_ev": None if bin_ev is None else float(bin_ev),
             "clip_negative": bool(clip_negative),
         }
         self.tile = int(tile)
@@ -286,6 +345,10 @@ class Denoiser:
     # ------------------------------------------------------------------ training
     def _new_net(self, guided: bool) -> torch.nn.Module:
         return build_model(self.model, guide=guided, **self.model_options)
+
+    def _binning(self, signal: Any, window: EnergyWindow) -> EnergyBinning:
+        """The energy bins (set in eV by ``bin_ev``) of a signal's processing window."""
+        return energy_binning(window.n_channels, channel_width_ev(signal), self.options["bin_ev"])
 
     def _train_cube(self, signal: Any, haadf: Any) -> PreparedCube:
         if not getattr(signal, "_lazy", False):
@@ -321,6 +384,7 @@ class Denoiser:
             ``self``, trained.
         """
         prepared = self._train_cube(signal, haadf)
+        counts = bin_energy(prepared.cube, self._binning(signal, prepared.window))
         t0 = time.perf_counter()
         L.seed_everything(self.seed, workers=True, verbose=False)
         guided = prepared.guide is not None
@@ -334,13 +398,13 @@ class Denoiser:
             loss=opts["loss"],
             optimizer=lambda params: torch.optim.Adam(params, lr=opts["lr"]),
         )
-        cube_t = torch.from_numpy(prepared.cube)
+        cube_t = torch.from_numpy(counts)
         guide_t = None if prepared.guide is None else torch.from_numpy(prepared.guide)
         module.adapt(cube_t, guide_t)
         losses: list[float] = []
         if opts["steps"] > 0:
             dm = CubeDataModule(
-                samples=[CubeSample(prepared.cube, prepared.guide)],
+                samples=[CubeSample(counts, prepared.guide)],
                 patch_size=opts["patch_size"],
                 energy_patch=opts["energy_patch"],
                 batch_size=opts["batch_size"],
@@ -414,10 +478,12 @@ class Denoiser:
         if not self.guided:
             prepared.guide = None
         t0 = time.perf_counter()
-        net.adapt(torch.from_numpy(prepared.cube))
+        binning = self._binning(signal, prepared.window)
+        counts = bin_energy(prepared.cube, binning)
+        net.adapt(torch.from_numpy(counts))
         out = predict_cube(
             net,
-            prepared.cube,
+            counts,
             prepared.guide,
             tile=self.tile,
             device=self._device(),
@@ -426,14 +492,35 @@ class Denoiser:
         )
         if self.options["clip_negative"]:
             clip_keeping_counts(out)
+        if binning.factor > 1:
+            out = unbin_energy(
+                out,
+                prepared.cube,
+                binning,
+                profile=_profile(prepared.cube, 0),
+                radius=_UNBIN_RADIUS,
+            )
         data = np.array(signal.data, dtype=np.float32, copy=True)
         data[..., prepared.window.slice] = np.moveaxis(out, 0, -1)
-        return self._result(signal, data, prepared.window, time.perf_counter() - t0)
+        return self._result(signal, data, prepared.window, binning, time.perf_counter() - t0)
 
     def _energy_tile(self) -> int | None:
         return None if self.model == "prior_mixture" else 256
 
     def _denoise_lazy(self, signal: Any, haadf: Any) -> Any:
+        """Lazy result: blocks of ``tile`` pixels, each read with a halo of the receptive radius.
+
+        Nothing here holds the whole cube: the per-cube data (spectral basis,
+        within-bin profile) come from the central training region, and the
+        returned signal's data is a dask graph in which every block is one
+        independent task that reads its pixels plus a halo straight from the
+        input (a small dask computation of its own), runs the network once
+        and keeps its interior. No task shares input chunks with another, so
+        dask never keeps input chunks, or halo strips cut from them, waiting
+        for a neighbouring block (with ``map_overlap``, peak memory grew with
+        the scan width); the price is that a halo, with the input chunks it
+        cuts through, is read again for every block that needs it.
+        """
         import dask.array as da
 
         net = self._require_fitted()
@@ -441,54 +528,80 @@ class Denoiser:
             signal, haadf, strict=self.strict, require_guide=bool(self.guided)
         )
         window = processing_window(signal, self.options["low_kev"], self.options["high_kev"])
+        binning = self._binning(signal, window)
         t0 = time.perf_counter()
-        ny, nx = signal.data.shape[:2]
+        src = signal.data
+        ny, nx, ne = src.shape
         ys, xs = _central_region(ny, nx)
-        region = signal.data[ys, xs, window.slice].compute()
-        net.adapt(torch.from_numpy(signal_to_cube(region)))
+        region = signal_to_cube(src[ys, xs, window.slice].compute())
+        net.adapt(torch.from_numpy(bin_energy(region, binning)))
+        profile = _profile(region, 0)
+        del region
         step = int(getattr(net, "tile_multiple", 1))
         halo = -(-int(getattr(net, "receptive_radius", 16)) // step) * step
-        inner = signal.data[..., window.slice].astype(np.float32)
-        # chunks start on the network's pixel grid and are at least one halo wide
-        chunks = []
-        for n, c in zip((ny, nx), inner.chunksize[:2], strict=True):
-            c = min(max(c, halo, 64), 256)
-            c = -(-c // step) * step
-            chunks.append(n if c >= n else c)
-        inner = inner.rechunk((chunks[0], chunks[1], -1))
-        depth = {0: halo if chunks[0] < ny else 0, 1: halo if chunks[1] < nx else 0, 2: 0}
+        # one block = one network tile, on the network's pixel grid (as predict_cube tiles an
+        # eager cube, so both give the same result)
+        side = -(-max(self.tile, 1) // step) * step
         gnorm = None if (guide is None or not self.guided) else normalise_guide(guide)
         clip = self.options["clip_negative"]
         device = self._device()
         e_tile = self._energy_tile()
 
-        def run(block: np.ndarray, guide_block: np.ndarray | None = None) -> np.ndarray:
-            g = None if guide_block is None else np.asarray(guide_block[..., 0], np.float32)
-            cube = np.moveaxis(np.asarray(block, np.float32), -1, 0)
-            res = predict_cube(net, cube, g, tile=self.tile, device=device, energy_tile=e_tile)
+        def block_task(block_info: dict | None = None) -> np.ndarray:
+            (y0, y1), (x0, x1), _ = block_info[None]["array-location"]
+            hy0, hy1 = max(y0 - halo, 0), min(y1 + halo, ny)
+            hx0, hx1 = max(x0 - halo, 0), min(x1 + halo, nx)
+            block = np.asarray(src[hy0:hy1, hx0:hx1].compute(scheduler="synchronous"))
+            iy, ix = slice(y0 - hy0, y1 - hy0), slice(x0 - hx0, x1 - hx0)
+            out = block[iy, ix].astype(np.float32)  # channels outside the window: as they are
+            raw = np.moveaxis(block[..., window.slice], -1, 0)  # (E, Y, X), input dtype
+            g = None if gnorm is None else gnorm[hy0:hy1, hx0:hx1]
+            res = predict_cube(
+                net,
+                bin_energy(raw, binning),
+                g,
+                tile=max(raw.shape[1:]),
+                device=device,
+                energy_tile=e_tile,
+            )
+            # the interior, with the margin the within-bin profile needs
+            r = _UNBIN_RADIUS if binning.factor > 1 else 0
+            cy = slice(max(iy.start - r, 0), min(iy.stop + r, raw.shape[1]))
+            cx = slice(max(ix.start - r, 0), min(ix.stop + r, raw.shape[2]))
+            res = np.ascontiguousarray(res[:, cy, cx])
             if clip:
                 clip_keeping_counts(res)
-            return np.moveaxis(res, 0, -1)
+            if binning.factor > 1:
+                res = unbin_energy(
+                    res, raw[:, cy, cx], binning, profile=profile, radius=_UNBIN_RADIUS
+                )
+            oy, ox = iy.start - cy.start, ix.start - cx.start
+            res = res[:, oy : oy + y1 - y0, ox : ox + x1 - x0]
+            out[..., window.slice] = np.moveaxis(res, 0, -1)
+            return out
 
-        arrays = [inner]
-        if gnorm is not None:
-            arrays.append(da.from_array(gnorm[..., None], chunks=(chunks[0], chunks[1], 1)))
-        den = da.map_overlap(
-            run,
-            *arrays,
-            depth=depth,
-            boundary="none",
+        blocks = [_block_sizes(n, side) for n in (ny, nx)]
+        den = da.map_blocks(
+            block_task,
+            chunks=(blocks[0], blocks[1], (ne,)),
             dtype=np.float32,
-            trim=True,
-            align_arrays=False,
+            meta=np.empty((0, 0, 0), np.float32),
+            # a unique name: dask need not tokenize (pickle) the closure with net and graph
+            name=f"n2s-eds-denoise-{uuid.uuid4().hex}",
         )
-        full = signal.data.astype(np.float32)
-        data = da.concatenate(
-            [full[..., : window.start], den, full[..., window.stop :]], axis=-1
-        ).rechunk(signal.data.chunksize)
-        return self._result(signal, data, window, time.perf_counter() - t0)
+        # output chunks about the input's, each inside one block: a pure split, no merging
+        chunks = tuple(_split_sizes(b, c) for b, c in zip(blocks, src.chunksize[:2], strict=True))
+        data = den.rechunk((*chunks, src.chunks[2]))
+        return self._result(signal, data, window, binning, time.perf_counter() - t0)
 
-    def _result(self, signal: Any, data: Any, window: EnergyWindow, seconds: float) -> Any:
+    def _result(
+        self,
+        signal: Any,
+        data: Any,
+        window: EnergyWindow,
+        binning: EnergyBinning,
+        seconds: float,
+    ) -> Any:
         net = self._require_fitted()
         params = {
             "package": "n2s_eds",
@@ -497,12 +610,16 @@ class Denoiser:
             "model_options": json.dumps(self.model_options),
             "guided": bool(self.guided),
             "energy_window_kev": [window.low_kev, window.high_kev],
+            "energy_window_channels": [window.start, window.stop],
             "seed": self.seed,
             **{k: v for k, v in self.options.items() if v is not None},
             "train_seconds": self.history.get("train_seconds"),
             "final_loss": self.history.get("final_loss"),
             "inference_seconds": round(seconds, 3),
         }
+        if binning.factor > 1:
+            params["energy_bin_channels"] = binning.factor
+            params["energy_bin_width_ev"] = round(binning.width_ev, 6)
         if hasattr(net, "rank"):
             params["spectral_rank"] = int(net.rank)
         out = result_signal(signal, data, "n2s_eds", {}, "n2s_eds denoised")
@@ -516,12 +633,14 @@ class Denoiser:
         """The JSON-serialisable description saved beside the weights."""
         return {
             "format": MODEL_FORMAT,
-            "format_version": MODEL_FORMAT_VERSION,
+            # format 1 readers do not know bin_ev: they must refuse a model that bins
+            "format_version": 1 if self.options.get("bin_ev") is None else 2,
             "package_version": _version(),
             "model": self.model,
             "model_options": self.model_options,
             "guided": bool(self.guided),
-            "options": self.options,
+            # bin_ev is left out when unset, so that format 1 readers load the file
+            "options": {k: v for k, v in self.options.items() if k != "bin_ev" or v is not None},
             "seed": self.seed,
             "training": {k: v for k, v in self.history.items() if k != "loss_curve"},
         }

@@ -2,6 +2,7 @@ import copy
 
 import numpy as np
 import pytest
+import torch
 
 import n2s_eds
 from n2s_eds import Denoiser, InvalidInputError, baselines
@@ -192,3 +193,212 @@ def test_real_fept_thinned_at_least_gaussian(fept_signal):
     out = n2s_eds.denoise(sx, steps=150, progress=False)
     cube_n, maps_n = scores(out.data)
     assert cube_n <= cube_g < cube_raw
+
+
+# ---------------------------------------------------------------- energy window (SEM)
+def sem_cube(beam_kev: float = 10.0, seed: int = 1):
+    """A 20 kV SEM phantom relabelled as measured at ``beam_kev``: the axis goes past the beam.
+
+    Channels above the beam energy get stray counts (pile-up, noise) so that
+    leaving them untouched can be seen; the counts are uint16 as in a file.
+    """
+    from n2s_eds.simulate import phantom
+
+    s = phantom("sem", dose=30.0, shape=(14, 12), n_channels=400, channel_width_ev=50.0, seed=seed)
+    s = s.noisy
+    s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", beam_kev)
+    w = processing_window(s)
+    data = s.data.astype(np.uint16)
+    rng = np.random.default_rng(seed)
+    data[..., w.stop :] = rng.poisson(0.5, data[..., w.stop :].shape)
+    return s._deepcopy_with_new_data(data)
+
+
+def _lazy(signal, chunks=(7, 6, -1)):
+    lazy = signal.as_lazy()
+    lazy.data = lazy.data.rechunk(chunks)
+    return lazy
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+def test_sem_channels_past_beam_energy_returned_unchanged(lazy):
+    s = sem_cube(beam_kev=10.0)
+    w = processing_window(s)
+    assert w.high_kev == 10.0 and 0 < w.start and w.stop < s.data.shape[-1]  # beam < axis top
+    out = n2s_eds.denoise(_lazy(s) if lazy else s, **FAST)
+    assert out._lazy is lazy
+    data = out.data.compute() if lazy else out.data
+    np.testing.assert_array_equal(data[..., w.stop :], s.data[..., w.stop :])  # exactly
+    np.testing.assert_array_equal(data[..., : w.start], s.data[..., : w.start])
+    assert not np.array_equal(data[..., w.slice], s.data[..., w.slice])  # denoised inside
+    assert out.metadata.Signal.Denoising.parameters.energy_window_kev == [0.2, 10.0]
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+def test_channels_outside_window_never_reach_the_network(lazy):
+    """Wild values outside the window change nothing inside it, in training or inference."""
+    s = sem_cube(beam_kev=10.0)
+    w = processing_window(s)
+    wild = s.data.copy()
+    rng = np.random.default_rng(9)
+    wild[..., w.stop :] = rng.integers(0, 60000, wild[..., w.stop :].shape)
+    wild[..., : w.start] = rng.integers(0, 60000, wild[..., : w.start].shape)
+    s2 = s._deepcopy_with_new_data(wild)
+    dens, outs = [], []
+    for sig in (s, s2):
+        den = Denoiser(**FAST).fit(_lazy(sig) if lazy else sig)
+        out = den.denoise(_lazy(sig) if lazy else sig)
+        dens.append(den)
+        outs.append(out.data.compute() if lazy else out.data)
+    assert dens[0].net.basis.shape[0] == w.n_channels  # adapted on the window only
+    # the same training (up to float rounding: CPU kernels do not always sum in one order)
+    states = [d.net.state_dict() for d in dens]
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(outs[0][..., w.slice], outs[1][..., w.slice], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(outs[1][..., w.stop :], wild[..., w.stop :])
+
+
+# ---------------------------------------------------------------- energy binning in eV
+def _two_axes(seed: int = 2):
+    """One measurement recorded on 5 eV and on 20 eV channels (4 fine channels summed)."""
+    import exspy
+
+    from n2s_eds.simulate import phantom
+
+    ph = phantom("tem", dose=40.0, shape=(16, 14), n_channels=160, channel_width_ev=20.0, seed=seed)
+    lam = np.repeat(ph.truth.data / 4.0, 4, axis=-1)  # 640 channels of 5 eV
+    fine = np.random.default_rng(seed).poisson(lam).astype(np.uint16)
+    coarse = fine.reshape(16, 14, 160, 4).sum(-1).astype(np.uint16)
+    out = []
+    for data, width in ((fine, 0.005), (coarse, 0.02)):
+        s = exspy.signals.EDSTEMSpectrum(data)
+        e = s.axes_manager.signal_axes[0]
+        # channel edges at multiples of the width: the 0.2 keV window edge is an edge of both
+        e.name, e.units, e.scale, e.offset = "Energy", "keV", width, width / 2
+        s.metadata.set_item("Acquisition_instrument.TEM.beam_energy", 200.0)
+        out.append(s)
+    return out
+
+
+def test_bin_ev_gives_the_same_result_on_5_and_20_ev_channels():
+    fine, coarse = _two_axes()
+    wf, wc = processing_window(fine), processing_window(coarse)
+    assert (wf.start, wf.n_channels) == (4 * wc.start, 4 * wc.n_channels)
+    out_f = n2s_eds.denoise(fine, bin_ev=40, **FAST)
+    out_c = n2s_eds.denoise(coarse, bin_ev=40, **FAST)
+    assert out_f.data.shape == fine.data.shape  # the input's energy axis
+    pf, pc = out_f.metadata.Signal.Denoising.parameters, out_c.metadata.Signal.Denoising.parameters
+    assert (pf.energy_bin_channels, pc.energy_bin_channels) == (8, 2)
+    assert pf.energy_bin_width_ev == pc.energy_bin_width_ev == 40.0
+    summed = out_f.data[..., wf.slice].reshape(16, 14, -1, 4).sum(-1)
+    np.testing.assert_allclose(summed, out_c.data[..., wc.slice], rtol=1e-4, atol=1e-5)
+    ratio = out_f.data[..., wf.slice].sum() / fine.data[..., wf.slice].sum()
+    assert abs(ratio - 1) < 0.03
+    np.testing.assert_array_equal(out_f.data[..., : wf.start], fine.data[..., : wf.start])
+
+
+def test_bin_ev_lazy_matches_eager_and_survives_save_load(tmp_path):
+    import json
+
+    _, coarse = _two_axes(seed=3)
+    den = Denoiser(bin_ev=60, **FAST).fit(coarse)
+    eager = den.denoise(coarse)
+    lazy = den.denoise(_lazy(coarse, (8, 7, -1)))
+    np.testing.assert_allclose(lazy.data.compute(), eager.data, rtol=1e-4, atol=1e-4)
+    path = den.save(tmp_path / "binned.pt")
+    desc = json.loads(torch.load(path, weights_only=True)["description"])
+    assert desc["options"]["bin_ev"] == 60.0 and desc["format_version"] == 2
+    again = Denoiser.load(path, progress=False)
+    assert again.options["bin_ev"] == 60.0
+    np.testing.assert_allclose(again.denoise(coarse).data, eager.data, rtol=1e-5, atol=1e-6)
+    plain = json.loads(
+        torch.load(Denoiser(**FAST).fit(coarse).save(tmp_path / "p.pt"), weights_only=True)[
+            "description"
+        ]
+    )
+    assert "bin_ev" not in plain["options"] and plain["format_version"] == 1  # old readers
+
+
+@pytest.mark.parametrize("bad", [0, -20.0, float("nan")])
+def test_bad_bin_ev_refused_before_training(small_phantom, bad):
+    with pytest.raises(InvalidInputError, match="bin_ev"):
+        n2s_eds.denoise(small_phantom.noisy, bin_ev=bad, **FAST)
+
+
+def test_lazy_chunks_with_halo_match_eager():
+    """A lazy cube cut into several chunks (each with a halo) gives the eager result."""
+    from n2s_eds.simulate import phantom
+
+    ph = phantom("tem", dose=20.0, shape=(75, 66), n_channels=64, channel_width_ev=80.0, seed=5)
+    opts = {"model_options": {"n_bands": 2, "width": 8, "depth": 1}, "tile": 24, **FAST}
+    den = Denoiser(**opts).fit(ph.noisy)
+    eager = den.denoise(ph.noisy)
+    lazy = den.denoise(_lazy(ph.noisy, (25, 22, -1)))
+    assert lazy.data.numblocks[:2] != (1, 1)
+    np.testing.assert_allclose(lazy.data.compute(), eager.data, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- tiny scans
+@pytest.mark.parametrize("shape", [(10, 10), (10, 12), (50, 10)])
+def test_tiny_scans_are_denoised(shape):
+    from n2s_eds.simulate import phantom
+
+    ph = phantom("tem", dose=30.0, shape=shape, n_channels=160, channel_width_ev=50.0, seed=3)
+    out = n2s_eds.denoise(ph.noisy, steps=4, progress=False)
+    assert out.data.shape == ph.noisy.data.shape
+    w = processing_window(ph.noisy)
+    inside = out.data[..., w.slice]
+    assert abs(inside.sum() / ph.noisy.data[..., w.slice].sum() - 1) < 0.03
+    truth = ph.truth.data[..., w.slice]
+    assert np.mean((inside - truth) ** 2) < np.mean((ph.noisy.data[..., w.slice] - truth) ** 2)
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+@pytest.mark.parametrize("shape", [(9, 9), (9, 30), (40, 9)])
+def test_scans_below_10_pixels_refused_before_training(shape, lazy, monkeypatch):
+    from n2s_eds.simulate import phantom
+
+    ph = phantom("tem", dose=30.0, shape=shape, n_channels=64, channel_width_ev=80.0, seed=3)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(Denoiser, "_new_net", no_training)
+    sig = ph.noisy.as_lazy() if lazy else ph.noisy
+    with pytest.raises(
+        InvalidInputError, match=rf"{shape[0]} x {shape[1]} pixels, smaller than 10"
+    ):
+        n2s_eds.denoise(sig, **FAST)
+
+
+def test_lazy_blocks_read_their_own_input(small_phantom):
+    """Every block is one task reading its pixels and halo itself: no input chunk is shared.
+
+    Shared input chunks (``map_overlap``) made dask hold chunks or halo strips
+    of a whole row of blocks: peak memory then grew with the scan width.
+    """
+    from dask.core import flatten
+
+    from n2s_eds.api import _split_sizes
+
+    assert _split_sizes((129, 129, 7), 64) == (65, 64, 65, 64, 7)
+    den = Denoiser(**{**FAST, "tile": 9}).fit(small_phantom.noisy)
+    lazy_in = _lazy(small_phantom.noisy, (5, 6, -1))
+    out = den.denoise(lazy_in).data
+    assert out.chunks[:2] == ((5, 4, 5, 4, 2), (5, 4, 5, 4))  # 9-pixel blocks, split
+    assert not set(lazy_in.data.__dask_graph__()) & set(out.__dask_graph__())
+    deps = out.__dask_graph__().get_all_dependencies()
+
+    def blocks_of(key):
+        todo, seen = [key], {key}
+        while todo:
+            for d in deps.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return {k for k in seen if str(k[0]).startswith("n2s-eds-denoise")}
+
+    for key in flatten(out.__dask_keys__()):  # every output chunk comes from one block
+        assert len(blocks_of(key)) == 1
+    np.testing.assert_allclose(out.compute(), den.denoise(small_phantom.noisy).data, atol=1e-4)
