@@ -203,7 +203,8 @@ def test_configs_parse_and_point_to_existing_data(config, monkeypatch):
 
     monkeypatch.chdir(REPO)
     data = yaml.safe_load(config.read_text())
-    assert (REPO / data["data"]["path"]).exists() or pytest.skip("shared data absent")
+    section = data["data"].get("init_args", data["data"])  # data.class_path presets
+    assert (REPO / section["path"]).exists() or pytest.skip(f"{section['path']} absent")
     assert "seed_everything" in data
     cli = cli_main(
         ["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.precision", "32"],
