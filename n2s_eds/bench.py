@@ -299,7 +299,9 @@ class Case:
             return "truth"
         if self.p is not None:
             return f"binomial p={self.p:g}"
-        return f"frames scale={self.scale:g}"
+        if self.scale is not None:
+            return f"frames scale={self.scale:g}"
+        return "none"  # no split: the input as recorded (hallucination checks)
 
 
 @dataclass(frozen=True)

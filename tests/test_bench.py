@@ -143,3 +143,15 @@ def test_quant_bias_is_zero_for_the_reference(small_phantoms):
     rows = bench.quant_bias(case, case.truth.astype(np.float32))
     assert rows
     assert all(abs(r["bias_pct"]) < 1e-3 for r in rows)
+
+
+def test_case_without_a_split_has_a_cache_key():
+    """A case scored without a split (the hallucination checks) still gets a cache key."""
+    import exspy
+
+    sig = exspy.signals.EDSTEMSpectrum(np.ones((4, 5, 6), dtype=np.uint16))
+    window = bench.processing_window(sig)
+    case = bench.Case("plain", sig, window, [], reference=np.ones((4, 5, 6)))
+    assert case.split == "none"
+    key = bench._cache_key(case, bench.METHODS["n2s"], 0, {})
+    assert key["split"] == "none" and len(key["input"]) == 16
