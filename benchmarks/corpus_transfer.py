@@ -41,8 +41,6 @@ from n2s_eds import Denoiser
 from n2s_eds.cli import denoiser_from_module
 from n2s_eds.data import CorpusDataModule, pack_corpus, read_corpus
 from n2s_eds.metrics import element_maps, element_windows, psnr
-from n2s_eds.models import build_model
-from n2s_eds.module import N2SModule
 from n2s_eds.preprocess import processing_window
 from n2s_eds.simulate import phantom
 
@@ -134,15 +132,7 @@ def fit_on_corpus(path: Path, *, steps: int, seed: int, adapt: str) -> Denoiser:
     ref = Denoiser(seed=seed, progress=False, steps=steps)
     opts = ref.options
     L.seed_everything(seed, workers=True, verbose=False)
-    net = build_model(ref.model, guide=False, **ref.model_options)
-    module = N2SModule(
-        net,
-        mask_rate=opts["mask_rate"],
-        mask_mode=opts["mask_mode"],
-        replacement=opts["replacement"],
-        loss=opts["loss"],
-        optimizer=lambda params: torch.optim.Adam(params, lr=opts["lr"]),
-    )
+    module = ref._new_module(guided=False)
     dm = CorpusDataModule(
         str(path),
         patch_size=opts["patch_size"],

@@ -346,6 +346,18 @@ class Denoiser:
     def _new_net(self, guided: bool) -> torch.nn.Module:
         return build_model(self.model, guide=guided, **self.model_options)
 
+    def _new_module(self, guided: bool) -> N2SModule:
+        """A fresh network wired with this denoiser's masking, loss and optimizer."""
+        opts = self.options
+        return N2SModule(
+            self._new_net(guided),
+            mask_rate=opts["mask_rate"],
+            mask_mode=opts["mask_mode"],
+            replacement=opts["replacement"],
+            loss=opts["loss"],
+            optimizer=lambda params: torch.optim.Adam(params, lr=opts["lr"]),
+        )
+
     def _binning(self, signal: Any, window: EnergyWindow) -> EnergyBinning:
         """The energy bins (set in eV by ``bin_ev``) of a signal's processing window."""
         return energy_binning(window.n_channels, channel_width_ev(signal), self.options["bin_ev"])
@@ -388,16 +400,8 @@ class Denoiser:
         t0 = time.perf_counter()
         L.seed_everything(self.seed, workers=True, verbose=False)
         guided = prepared.guide is not None
-        net = self._new_net(guided)
         opts = self.options
-        module = N2SModule(
-            net,
-            mask_rate=opts["mask_rate"],
-            mask_mode=opts["mask_mode"],
-            replacement=opts["replacement"],
-            loss=opts["loss"],
-            optimizer=lambda params: torch.optim.Adam(params, lr=opts["lr"]),
-        )
+        module = self._new_module(guided)
         cube_t = torch.from_numpy(counts)
         guide_t = None if prepared.guide is None else torch.from_numpy(prepared.guide)
         module.adapt(cube_t, guide_t)
