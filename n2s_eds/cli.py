@@ -23,7 +23,8 @@ CSV (the presets' logger) and, when ``tensorboard`` or ``tensorboardX`` is
 installed, to TensorBoard as well (``version_N/tensorboard``; turn off with
 ``--tensorboard false``). The other commands need no Trainer::
 
-    n2s-eds denoise IN -o OUT [--haadf FILE | --guide] [--model FILE.pt] [--steps N]
+    n2s-eds denoise IN -o OUT [--haadf FILE | --guide] [--model FILE.pt | --checkpoint CKPT]
+                    [--steps N]
     n2s-eds demo [--output DIR] [--steps N] [--dose D]
     n2s-eds pack OUT.h5 IN [IN ...] [--low-kev E] [--high-kev E] [--no-guide]
     n2s-eds bench ...   (forwarded to ``n2s_eds.bench.main``)
@@ -56,6 +57,7 @@ __all__ = [
     "cli_main",
     "N2SLightningCLI",
     "denoiser_from_module",
+    "denoiser_from_checkpoint",
     "find_last_checkpoint",
     "tensorboard_available",
 ]
@@ -161,6 +163,137 @@ def denoiser_from_module(
     den.net = net.cpu().eval()
     den.guided = bool(getattr(net, "guide", False))
     den.history = {"steps": int(steps), "train_seconds": train_seconds, "final_loss": None}
+    return den
+
+
+def _run_config(ckpt: Path, config: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    """The ``config.yaml`` LightningCLI saved for the run of a checkpoint, read as a dict."""
+    import yaml
+
+    if config is not None:
+        candidates = [Path(config)]
+    else:  # <run>/checkpoints/x.ckpt with <run>/config.yaml, or a checkpoint beside its config
+        candidates = [ckpt.parent.parent / "config.yaml", ckpt.parent / "config.yaml"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise InvalidInputError(
+            f"no config.yaml of the training run found for {ckpt} (looked for "
+            f"{', '.join(str(c) for c in candidates)}); pass --config with the config.yaml "
+            "that `n2s-eds fit` saved in the run folder, or use --model with the model.pt "
+            "it wrote"
+        )
+    try:
+        cfg = yaml.safe_load(found.read_text())
+        if not isinstance(cfg["model"]["net"]["class_path"], str):
+            raise TypeError("model.net.class_path is not a string")
+    except Exception as exc:
+        raise InvalidInputError(
+            f"{found} is not the config.yaml of an `n2s-eds fit` run ({type(exc).__name__}: {exc})"
+        ) from None
+    return found, cfg
+
+
+def denoiser_from_checkpoint(
+    checkpoint: str | Path,
+    config: str | Path | None = None,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+) -> Any:
+    """A :class:`n2s_eds.Denoiser` holding the network of a Lightning training checkpoint.
+
+    The network is described by the ``config.yaml`` that LightningCLI saved for
+    the run (found beside the ``checkpoints`` folder unless given), and only
+    networks of :mod:`n2s_eds.models` are built from it. The checkpoint is read
+    with ``weights_only=True``: a checkpoint from elsewhere cannot run code.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        A ``.ckpt`` written by ``n2s-eds fit`` (e.g. ``runs/.../checkpoints/last.ckpt``).
+    config : str or Path, optional
+        The run's ``config.yaml`` when it is not in the checkpoint's run folder.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    progress : bool
+        Progress bar during denoising.
+
+    Returns
+    -------
+    n2s_eds.Denoiser
+
+    Raises
+    ------
+    InvalidInputError
+        When the checkpoint or its config is missing or unreadable, or the weights
+        do not fit the configured network.
+    """
+    import torch
+
+    from .models import MODELS
+
+    ckpt = Path(checkpoint).expanduser()
+    if not ckpt.is_file():
+        raise InvalidInputError(f"checkpoint {ckpt} does not exist")
+    cfg_path, cfg = _run_config(ckpt, config)
+    net_cfg = cfg["model"]["net"]
+    class_path = str(net_cfg["class_path"])
+    accepted = {
+        path: n
+        for n, cls in MODELS.items()
+        for path in (f"n2s_eds.models.{cls.__name__}", f"{cls.__module__}.{cls.__name__}")
+    }
+    name = accepted.get(class_path)
+    if name is None:
+        raise InvalidInputError(
+            f"{cfg_path} configures the network {class_path}, which is not one of "
+            f"n2s_eds.models ({', '.join(sorted(MODELS))}); only those can be rebuilt"
+        )
+    try:
+        payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = payload["state_dict"]
+    except Exception as exc:
+        raise InvalidInputError(
+            f"{ckpt} is not a readable Lightning checkpoint ({type(exc).__name__}: {exc}); "
+            "it may be truncated"
+        ) from None
+    init_args = dict(net_cfg.get("init_args") or {})
+    for key, value in init_args.items():  # YAML lists where the models take tuples
+        if isinstance(value, list):
+            init_args[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    try:
+        net = MODELS[name](**init_args)
+    except TypeError as exc:
+        raise InvalidInputError(
+            f"{cfg_path}: the network options do not fit {name}: {exc}"
+        ) from None
+    module_hp = {
+        k: v
+        for k, v in (payload.get("hyper_parameters") or {}).items()
+        if k in ("mask_rate", "mask_mode", "replacement", "loss")
+    }
+    module = N2SModule(net, **module_hp)
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError) as exc:
+        raise InvalidInputError(
+            f"the weights in {ckpt} do not fit the network configured in {cfg_path}: {exc}"
+        ) from None
+
+    class _Hparams:  # what denoiser_from_module reads of a data module
+        hparams = dict(payload.get("datamodule_hyper_parameters") or {})
+
+    lr = (cfg["model"].get("optimizer") or {}).get("init_args", {}).get("lr")
+    den = denoiser_from_module(
+        module,
+        _Hparams(),  # type: ignore[arg-type]
+        net_options=init_args,
+        lr=lr,
+        steps=int(payload.get("global_step", 0)),
+        seed=int(cfg.get("seed_everything") or 0),
+    )
+    den.device = device
+    den.progress = bool(progress)
     return den
 
 
@@ -473,9 +606,22 @@ def _denoise(ns: argparse.Namespace) -> int:
         )
     if ns.haadf is not None and ns.guide:
         raise InvalidInputError("give either --haadf FILE or --guide, not both")
+    if ns.model is not None and ns.checkpoint is not None:
+        raise InvalidInputError("give either --model FILE.pt or --checkpoint CKPT, not both")
+    if ns.checkpoint is not None and ns.steps is not None:
+        raise InvalidInputError(
+            "--steps sets the training of a new model; it cannot be used with --checkpoint"
+        )
+    if ns.config is not None and ns.checkpoint is None:
+        raise InvalidInputError("--config is the run config of a --checkpoint; give both")
     den = None
-    if ns.model is not None:  # read the model first: a bad model file fails before loading data
+    # read the model first: a bad model file or checkpoint fails before the data is loaded
+    if ns.model is not None:
         den = n2s_eds.Denoiser.load(ns.model, device=ns.device, progress=not ns.quiet)
+    elif ns.checkpoint is not None:
+        den = denoiser_from_checkpoint(
+            ns.checkpoint, ns.config, device=ns.device, progress=not ns.quiet
+        )
     acq = n2s_eds.load(ns.input)
     guide = None
     if ns.haadf is not None:
@@ -584,7 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
         "denoise",
         help="denoise a spectrum-image file",
         description="Denoise an EDS spectrum image file. Without --model, a network is "
-        "trained on the file itself (Noise2Self); with --model, a saved model is applied.",
+        "trained on the file itself (Noise2Self); with --model (a saved model) or --checkpoint "
+        "(a training checkpoint), a trained network is applied without retraining.",
     )
     p.add_argument("input", help="spectrum-image file (.bcf, .emd, .hspy, .pts, .rpl, ...)")
     p.add_argument("-o", "--output", required=True, help="output file (.hspy if no extension)")
@@ -595,6 +742,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the image found in the input file as the guide",
     )
     p.add_argument("--model", metavar="FILE.pt", help="trained model file (from fit or save)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="Lightning checkpoint of an `n2s-eds fit` run (e.g. runs/.../checkpoints/last.ckpt);"
+        " the network is described by the run's config.yaml",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the run's config.yaml, when it is not in the checkpoint's run folder",
+    )
     p.add_argument(
         "--model-type",
         choices=("prior_mixture", "autoencoder3d"),

@@ -43,9 +43,9 @@ def _fit_args(cube: Path, root: Path, *extra: str) -> list[str]:
         "--data.val_patches",
         "2",
         "--trainer.max_steps",
-        "3",
+        "4",  # a multiple of the checkpoint interval: last.ckpt holds the final weights
         "--trainer.val_check_interval",
-        "3",
+        "4",
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.logger.init_args.save_dir",
@@ -66,7 +66,7 @@ def fitted(cube_file, tmp_path_factory):
 
 def test_fit_writes_checkpoint_config_and_model(fitted, cube_file):
     cli, log_dir = fitted
-    assert cli.trainer.global_step == 3
+    assert cli.trainer.global_step == 4
     assert (log_dir / "checkpoints" / "last.ckpt").is_file()
     assert (log_dir / "config.yaml").is_file()
     assert (log_dir / "metrics.csv").is_file()  # CSVLogger
@@ -74,7 +74,7 @@ def test_fit_writes_checkpoint_config_and_model(fitted, cube_file):
     assert model_file.is_file() and cli.model_file == model_file
     payload = torch.load(model_file, weights_only=True)
     desc = json.loads(payload["description"])
-    assert desc["model"] == "prior_mixture" and desc["options"]["steps"] == 3
+    assert desc["model"] == "prior_mixture" and desc["options"]["steps"] == 4
     den = Denoiser.load(model_file, progress=False)
     import hyperspy.api as hs
 
@@ -135,6 +135,111 @@ def test_denoise_with_model_file(fitted, cube_file, tmp_path):
     rc = main(["denoise", str(cube_file), "-o", str(out), "--model", str(log_dir / "model.pt")])
     assert rc == 0
     _same_signal(hs.load(cube_file), hs.load(out))
+
+
+def test_denoise_with_checkpoint(fitted, cube_file, tmp_path, capsys):
+    """A training checkpoint is applied without retraining, like the model file of the run."""
+    import hyperspy.api as hs
+
+    _, log_dir = fitted
+    ckpts = log_dir / "checkpoints"
+    outs = {}
+    for name in ("last.ckpt", "epoch=0-step=2.ckpt"):
+        out = tmp_path / f"{name}.hspy"
+        assert (
+            main(
+                ["denoise", str(cube_file), "-o", str(out), "--checkpoint", str(ckpts / name), "-q"]
+            )
+            == 0
+        )
+        outs[name] = hs.load(out)
+    _same_signal(hs.load(cube_file), outs["last.ckpt"])
+    via_model = tmp_path / "model.hspy"
+    assert (
+        main(
+            [
+                "denoise",
+                str(cube_file),
+                "-o",
+                str(via_model),
+                "--model",
+                str(log_dir / "model.pt"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    # the last checkpoint holds the weights fit exported; the step-2 one holds earlier weights
+    np.testing.assert_allclose(outs["last.ckpt"].data, hs.load(via_model).data, rtol=1e-6)
+    assert not np.allclose(outs["last.ckpt"].data, outs["epoch=0-step=2.ckpt"].data)
+
+    # the run config given explicitly, from a copy of the checkpoint outside its run folder
+    lone = tmp_path / "elsewhere" / "last.ckpt"
+    lone.parent.mkdir()
+    lone.write_bytes((ckpts / "last.ckpt").read_bytes())
+    out = tmp_path / "explicit.hspy"
+    assert main(["denoise", str(cube_file), "-o", str(out), "--checkpoint", str(lone), "-q"]) == 2
+    assert "config.yaml" in capsys.readouterr().err
+    assert not out.exists()
+    assert (
+        main(
+            [
+                "denoise",
+                str(cube_file),
+                "-o",
+                str(out),
+                "--checkpoint",
+                str(lone),
+                "--config",
+                str(log_dir / "config.yaml"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_allclose(hs.load(out).data, outs["last.ckpt"].data, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda ckpt, d: d / "missing.ckpt", "does not exist"),
+        (lambda ckpt, d: _truncated(ckpt, d), "not a readable Lightning checkpoint"),
+    ],
+)
+def test_denoise_bad_checkpoint(fitted, cube_file, tmp_path, make, needle, capsys):
+    _, log_dir = fitted
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_bytes((log_dir / "config.yaml").read_bytes())
+    bad = make(log_dir / "checkpoints" / "last.ckpt", run / "checkpoints")
+    out = tmp_path / "x.hspy"
+    assert main(["denoise", str(cube_file), "-o", str(out), "--checkpoint", str(bad), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def _truncated(ckpt: Path, folder: Path) -> Path:
+    bad = folder / "truncated.ckpt"
+    data = ckpt.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    return bad
+
+
+def test_checkpoint_of_a_foreign_network_is_refused(fitted, cube_file, tmp_path, capsys):
+    _, log_dir = fitted
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    text = (log_dir / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text.replace("n2s_eds.models.PriorMixture", "os.system"))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes((log_dir / "checkpoints" / "last.ckpt").read_bytes())
+    rc = main(
+        ["denoise", str(cube_file), "-o", str(tmp_path / "x.hspy"), "--checkpoint", str(ckpt), "-q"]
+    )
+    assert rc == 2
+    assert "not one of n2s_eds.models" in capsys.readouterr().err
 
 
 def test_denoise_with_haadf_guide(cube_file, tmp_path):
