@@ -60,20 +60,64 @@ def _version() -> str:
         return "unknown"
 
 
-def clip_keeping_counts(cube: np.ndarray) -> np.ndarray:
-    """Make expected counts non-negative while keeping each pixel's total.
+#: Pixels around a negative voxel that pay back what clipping adds to it (same channel).
+CLIP_RADIUS_PX = 2
+#: Rounds of that local payback before the rest is settled within each pixel.
+CLIP_ITERATIONS = 4
 
-    Negative values (a low-rank estimate can dip below 0 in empty channels)
-    are set to 0, and the mass this adds is taken back from the same pixel's
-    positive channels in proportion to their values, so the total counts of
-    every spectrum are unchanged. Works in place on a (E, Y, X) cube.
+
+def _box_sum(a: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Sum over ``[i - radius, i + radius]`` along ``axis`` (windows cut at the ends)."""
+    a = np.moveaxis(a, axis, 0)
+    c = np.cumsum(a, axis=0, dtype=np.float64)
+    c = np.concatenate([np.zeros((1, *a.shape[1:])), c], axis=0)
+    n = a.shape[0]
+    hi = np.minimum(np.arange(n) + radius + 1, n)
+    lo = np.maximum(np.arange(n) - radius, 0)
+    return np.moveaxis(c[hi] - c[lo], 0, axis)
+
+
+def clip_keeping_counts(
+    cube: np.ndarray, radius: int = CLIP_RADIUS_PX, iterations: int = CLIP_ITERATIONS
+) -> np.ndarray:
+    """Make expected counts non-negative, moving counts only within a channel and a few pixels.
+
+    A low-rank estimate dips below 0 in channels with little signal; setting
+    those values to 0 alone would add counts exactly where an element is
+    absent (a positive bias of the weak element maps). Instead, the mass that
+    clipping adds to a voxel is taken from the positive voxels of the same
+    energy channel within ``radius`` pixels, in proportion to their values.
+    This is repeated ``iterations`` times (values it drives below 0 are treated
+    the same way); the little that is left is then taken from the same pixel's
+    positive channels in proportion to their values. Every step keeps the
+    total counts; an output voxel depends on inputs at most
+    :func:`clip_reach` pixels away, so a cube cut into blocks with that margin
+    gives the same result. Works in place on a (E, Y, X) cube.
     """
-    pos = np.clip(cube, 0.0, None)
-    total = cube.sum(axis=0, dtype=np.float64)
-    pos_sum = pos.sum(axis=0, dtype=np.float64)
+    radius = int(radius)
+    work = cube.astype(np.float64)
+    for _ in range(int(iterations)):
+        neg = work < 0
+        if not neg.any():
+            break
+        pos = np.where(neg, 0.0, work)
+        near = _box_sum(_box_sum(pos, radius, 1), radius, 2)
+        payable = neg & (near > 0)
+        share = np.divide(-work, near, out=np.zeros_like(work), where=payable)
+        work = np.where(
+            payable | ~neg, pos - pos * _box_sum(_box_sum(share, radius, 1), radius, 2), work
+        )
+    total = work.sum(axis=0)
+    pos = np.clip(work, 0.0, None)
+    pos_sum = pos.sum(axis=0)
     scale = np.where(pos_sum > 0, np.clip(total, 0.0, None) / np.where(pos_sum > 0, pos_sum, 1), 0)
-    np.multiply(pos, scale.astype(np.float32)[None], out=cube)
+    cube[...] = pos * scale[None]
     return cube
+
+
+def clip_reach(radius: int = CLIP_RADIUS_PX, iterations: int = CLIP_ITERATIONS) -> int:
+    """Pixels of context :func:`clip_keeping_counts` uses around each output pixel."""
+    return 2 * int(radius) * int(iterations)  # each round: the payers' and the debtors' windows
 
 
 def normalise_guide(guide: np.ndarray) -> np.ndarray:
@@ -542,12 +586,14 @@ class Denoiser:
         profile = _profile(region, 0)
         del region
         step = int(getattr(net, "tile_multiple", 1))
-        halo = -(-int(getattr(net, "receptive_radius", 16)) // step) * step
+        clip = self.options["clip_negative"]
+        # context of an interior pixel: the network's, then the clipping's, then unbinning's
+        reach = (clip_reach() if clip else 0) + (_UNBIN_RADIUS if binning.factor > 1 else 0)
+        halo = -(-(int(getattr(net, "receptive_radius", 16)) + reach) // step) * step
         # one block = one network tile, on the network's pixel grid (as predict_cube tiles an
         # eager cube, so both give the same result)
         side = -(-max(self.tile, 1) // step) * step
         gnorm = None if (guide is None or not self.guided) else normalise_guide(guide)
-        clip = self.options["clip_negative"]
         device = self._device()
         e_tile = self._energy_tile()
 
@@ -568,13 +614,17 @@ class Denoiser:
                 device=device,
                 energy_tile=e_tile,
             )
-            # the interior, with the margin the within-bin profile needs
+            # the interior, with the margins that clipping and the within-bin profile need
             r = _UNBIN_RADIUS if binning.factor > 1 else 0
+            if clip:
+                m = r + clip_reach()
+                ky = slice(max(iy.start - m, 0), min(iy.stop + m, raw.shape[1]))
+                kx = slice(max(ix.start - m, 0), min(ix.stop + m, raw.shape[2]))
+                part = clip_keeping_counts(np.ascontiguousarray(res[:, ky, kx]))
+                res[:, ky, kx] = part
             cy = slice(max(iy.start - r, 0), min(iy.stop + r, raw.shape[1]))
             cx = slice(max(ix.start - r, 0), min(ix.stop + r, raw.shape[2]))
             res = np.ascontiguousarray(res[:, cy, cx])
-            if clip:
-                clip_keeping_counts(res)
             if binning.factor > 1:
                 res = unbin_energy(
                     res, raw[:, cy, cx], binning, profile=profile, radius=_UNBIN_RADIUS
