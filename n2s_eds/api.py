@@ -276,7 +276,7 @@ class Denoiser:
         128 for ``autoencoder3d``.
     batch_size : int
         Patches per step.
-    mask_rate, mask_mode, replacement, loss
+    mask_rate, mask_mode, replacement, loss, window_loss, window_channels
         Noise2Self masking and loss; see :class:`n2s_eds.module.N2SModule`.
         ``mask_mode="auto"`` hides whole spectra for ``prior_mixture`` (its
         weights must not see the hidden pixel) and single voxels for
@@ -298,8 +298,9 @@ class Denoiser:
         instrument alike. Options counted in channels (``energy_patch``)
         then count bins.
     clip_negative : bool
-        Make the result non-negative while keeping every pixel's total counts
-        (see :func:`clip_keeping_counts`).
+        Make the result non-negative, paying back the counts this adds from the
+        same energy channel within a few pixels, so that the element maps keep
+        their counts (see :func:`clip_keeping_counts`).
     tile : int
         Spatial tile side for inference (pixels). A lazy cube is processed in
         blocks of this side (rounded up to the network's pixel grid), each read
@@ -336,6 +337,8 @@ class Denoiser:
         mask_mode: str = "auto",
         replacement: str = "local_mean",
         loss: str = "mse",
+        window_loss: float = 0.0,
+        window_channels: int = 16,
         lr: float = 1e-3,
         low_kev: float = 0.2,
         high_kev: float | None = 20.0,
@@ -351,6 +354,11 @@ class Denoiser:
             raise InvalidInputError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
         if loss not in LOSSES:
             raise InvalidInputError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+        if window_loss < 0 or int(window_channels) < 1:
+            raise InvalidInputError(
+                f"window_loss must be >= 0 and window_channels >= 1, got {window_loss}, "
+                f"{window_channels}"
+            )
         if not 0 < mask_rate < 1:
             raise InvalidInputError(f"mask_rate must lie in (0, 1), got {mask_rate}")
         if int(steps) < 0:
@@ -371,6 +379,8 @@ class Denoiser:
             "mask_mode": mask_mode,
             "replacement": replacement,
             "loss": loss,
+            "window_loss": float(window_loss),
+            "window_channels": int(window_channels),
             "lr": float(lr),
             "low_kev": float(low_kev),
             "high_kev": None if high_kev is None else float(high_kev),
@@ -399,6 +409,8 @@ class Denoiser:
             mask_mode=opts["mask_mode"],
             replacement=opts["replacement"],
             loss=opts["loss"],
+            window_loss=opts.get("window_loss", 0.0),
+            window_channels=opts.get("window_channels", 16),
             optimizer=lambda params: torch.optim.Adam(params, lr=opts["lr"]),
         )
 

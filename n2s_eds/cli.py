@@ -146,6 +146,8 @@ def denoiser_from_module(
         "mask_mode": hp.get("mask_mode", "auto"),
         "replacement": hp.get("replacement", "local_mean"),
         "loss": hp.get("loss", "mse"),
+        "window_loss": float(hp.get("window_loss", 0.0)),
+        "window_channels": int(hp.get("window_channels", 16)),
         "steps": int(steps),
     }
     if lr is not None:
@@ -270,7 +272,7 @@ def denoiser_from_checkpoint(
     module_hp = {
         k: v
         for k, v in (payload.get("hyper_parameters") or {}).items()
-        if k in ("mask_rate", "mask_mode", "replacement", "loss")
+        if k in ("mask_rate", "mask_mode", "replacement", "loss", "window_loss", "window_channels")
     }
     module = N2SModule(net, **module_hp)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
@@ -51,6 +52,18 @@ class N2SModule(L.LightningModule):
     optimizer : callable
         Builds the optimizer from the parameters (LightningCLI's
         ``OptimizerCallable``); Adam with lr 1e-3 by default.
+    window_loss : float
+        Weight of a second self-supervised term: the squared error of the
+        hidden voxels' residuals summed over sliding energy windows of
+        ``window_channels`` channels (stride half a window), divided by the
+        window length. Element maps are such sums, so this term scores what
+        the maps see (errors that add up coherently along energy) and not only
+        single voxels. With whole-spectrum masks the estimate of a hidden pixel
+        does not depend on any of its counts, so the term is an unbiased
+        estimate of the windowed error plus a constant, like the voxel loss.
+        0 (the default) leaves it out.
+    window_channels : int
+        Length of those energy windows, in channels.
     val_seed : int
         Seed of the validation masks.
     mask_seed : int or None
@@ -67,12 +80,19 @@ class N2SModule(L.LightningModule):
         replacement: str = "local_mean",
         loss: str = "mse",
         optimizer: OptimizerCallable = _default_optimizer,
+        window_loss: float = 0.0,
+        window_channels: int = 16,
         val_seed: int = 1234,
         mask_seed: int | None = None,
     ):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        if window_loss < 0 or int(window_channels) < 1:
+            raise ValueError(
+                f"window_loss must be >= 0 and window_channels >= 1, got {window_loss}, "
+                f"{window_channels}"
+            )
         self.save_hyperparameters(ignore=["net", "optimizer"])
         self.net = net
         if mask_mode == "auto":
@@ -112,8 +132,27 @@ class N2SModule(L.LightningModule):
             original = self._inputs(counts, batch.get("guide"))
             pred = self.net(original, mask, masked=inputs)
             target = counts[mask]
-            return self.loss_fn(pred, target, torch.ones_like(target, dtype=torch.bool))
-        return self.loss_fn(self.net(inputs), counts, mask)
+            loss = self.loss_fn(pred, target, torch.ones_like(target, dtype=torch.bool))
+            resid = pred - target
+        else:
+            out = self.net(inputs)
+            loss = self.loss_fn(out, counts, mask)
+            resid = (out - counts)[mask]
+        if self.hparams.get("window_loss", 0.0) > 0:
+            loss = loss + self.hparams.window_loss * self._window_error(resid, mask)
+        return loss
+
+    def _window_error(self, resid: Tensor, mask: Tensor) -> Tensor:
+        """Mean squared sum of hidden residuals over sliding energy windows, per channel."""
+        m = mask[:, 0]  # (B, E, Y, X)
+        dense = torch.zeros(m.shape, dtype=resid.dtype, device=resid.device)
+        dense[m] = resid  # boolean indexing walks the mask in nonzero() order
+        rows = dense.permute(0, 2, 3, 1)[m.any(dim=1)]  # (hidden pixels, E)
+        if rows.numel() == 0:
+            return resid.sum() * 0
+        w = min(int(self.hparams.window_channels), rows.shape[1])
+        sums = F.avg_pool1d(rows[:, None], w, stride=max(1, w // 2))[:, 0] * w
+        return sums.pow(2).mean() / w
 
     def forward(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
         return self.net(self._inputs(counts, guide))

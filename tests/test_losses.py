@@ -54,3 +54,38 @@ def test_shape_and_dtype_checks():
         masked_mse(pred, target[:, :3], mask)
     with pytest.raises(TypeError, match="boolean"):
         masked_mse(pred, target, mask.float())
+
+
+def test_window_error_sums_residuals_over_energy_windows():
+    """The window term of N2SModule: errors that add up along energy cost more than ones
+    that cancel, and only hidden pixels count."""
+    from n2s_eds.models import PriorMixture
+    from n2s_eds.module import N2SModule
+
+    module = N2SModule(PriorMixture(), window_loss=1.0, window_channels=16)
+    mask = torch.zeros(1, 1, 32, 3, 3, dtype=torch.bool)
+    mask[0, 0, :, 1, 2] = True  # one hidden pixel, whole spectrum
+    same_sign = torch.ones(32)
+    # windows of 16 channels, stride 8 (3 windows): each sums to 16 -> 16^2 / 16 = 16
+    assert module._window_error(same_sign, mask).item() == pytest.approx(16.0)
+    alternating = torch.tensor([1.0, -1.0] * 16)
+    assert module._window_error(alternating, mask).item() == pytest.approx(0.0)
+    # the voxel MSE cannot tell them apart
+    assert (same_sign**2).mean() == (alternating**2).mean()
+    with pytest.raises(ValueError, match="window_loss"):
+        N2SModule(PriorMixture(), window_loss=-1.0)
+
+
+def test_window_loss_enters_the_training_loss():
+    from n2s_eds.models import PriorMixture
+    from n2s_eds.module import N2SModule
+
+    counts = torch.poisson(torch.full((1, 1, 40, 12, 12), 2.0, dtype=torch.float32))
+    losses = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        module = N2SModule(PriorMixture(max_rank=4), window_loss=weight)
+        module.adapt(counts[0, 0])
+        gen = torch.Generator().manual_seed(3)
+        losses[weight] = module.masked_loss({"counts": counts}, generator=gen)
+    assert losses[1.0] > losses[0.0] > 0
