@@ -63,12 +63,13 @@ def guide_image(y=21, x=19, seed=0):
     return torch.from_numpy(g.astype(np.float32))[None, None]
 
 
+@pytest.mark.parametrize("residual_sigma", [0.0, 4.0])
 @pytest.mark.parametrize("guided", [False, True])
 @pytest.mark.parametrize("voxel", [(30, 10, 9), (12, 0, 0), (40, 1, 18), (5, 20, 2)])
-def test_mix_is_voxel_j_invariant(voxel, guided):
+def test_mix_is_voxel_j_invariant(voxel, guided, residual_sigma):
     """No estimate of a voxel may depend on that voxel's own count (borders included)."""
     cube, _ = low_rank_cube()
-    net = PriorMixture(rank=3, guide=guided)
+    net = PriorMixture(rank=3, guide=guided, residual_sigma=residual_sigma)
     net.adapt(torch.from_numpy(cube))
     w = random_weights(net, cube.shape[1:])
     x = torch.from_numpy(cube)[None, None]
@@ -95,6 +96,27 @@ def test_mix_conserves_total_counts(guided):
     assert abs(float(out.sum()) / cube.sum() - 1) < 0.005
 
 
+def test_residual_path_keeps_channel_totals():
+    """Weights that prefer the projection where it misses a channel move that channel's
+    counts; spreading the projection residual back puts them back."""
+    cube, _ = low_rank_cube()
+    cube = cube.copy()
+    cube[7, 5:9, 5:9] += 20.0  # a local line outside the rank-3 structure
+    x = torch.from_numpy(cube)[None, None]
+    errors = {}
+    for sigma in (0.0, 4.0):
+        net = PriorMixture(rank=3, residual_sigma=sigma)
+        net.adapt(torch.from_numpy(cube))
+        w = torch.zeros(1, net.n_bands, net.n_candidates, *cube.shape[1:])
+        w[:, :, 0] = 1.0  # low rank everywhere...
+        w[:, :, 0, :, 12:] = 0.0
+        w[:, :, net.n_lowrank, :, 12:] = 1.0  # ...raw on the right
+        with torch.no_grad():
+            out = net.mix(x, w)[0, 0]
+        errors[sigma] = float((out.sum(dim=(1, 2)) - x[0, 0].sum(dim=(1, 2))).abs().max())
+    assert errors[4.0] < 0.2 * errors[0.0]
+
+
 def test_guided_filter_operator_is_symmetric_and_keeps_totals():
     """The guided filter's operator: symmetric, columns sum to 1, diagonal as computed."""
     from n2s_eds.models.prior_mixture import GuidedFilter
@@ -109,10 +131,11 @@ def test_guided_filter_operator_is_symmetric_and_keeps_totals():
     assert float(w.min()) < 0  # guide edges sharpen: not a plain smoother
 
 
+@pytest.mark.parametrize("residual_sigma", [0.0, 4.0])
 @pytest.mark.parametrize("guided", [False, True])
-def test_masked_forward_matches_full_mix(guided):
+def test_masked_forward_matches_full_mix(guided, residual_sigma):
     cube, _ = low_rank_cube()
-    net = PriorMixture(guide=guided)
+    net = PriorMixture(guide=guided, residual_sigma=residual_sigma)
     net.adapt(torch.from_numpy(cube))
     torch.nn.init.normal_(net.head.weight, std=0.1)  # non-uniform weights
     x = torch.from_numpy(cube)[None, None]
@@ -143,9 +166,10 @@ def test_uniform_mix_beats_raw_against_truth():
     assert np.mean((out - truth) ** 2) < np.mean((cube - truth) ** 2) / 3
 
 
-def test_tiled_inference_equals_single_pass():
+@pytest.mark.parametrize("residual_sigma", [0.0, 4.0])
+def test_tiled_inference_equals_single_pass(residual_sigma):
     cube, _ = low_rank_cube(y=40, x=37)
-    net = PriorMixture()
+    net = PriorMixture(residual_sigma=residual_sigma)
     net.adapt(torch.from_numpy(cube))
     torch.nn.init.normal_(net.head.weight, std=0.1)
     whole = predict_cube(net, cube, tile=64)

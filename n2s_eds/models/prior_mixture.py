@@ -195,6 +195,14 @@ class PriorMixture(nn.Module):
         (see :class:`GuidedFilter`), added as candidates beside the Gaussian scales, both
         for the low-rank and for the raw spectra. Like the Gaussian candidates they are
         linear in the counts, keep the totals and exclude each voxel's own count.
+    residual_sigma : float
+        When > 0, what the low-rank candidates leave out of each pixel's spectrum
+        (the counts minus their projection), weighted by the pixel's total
+        low-rank weight, is spread back with a Gaussian of this width (pixels).
+        Projection keeps each pixel's total but not each channel's, so mixing
+        projected and raw spectra with weights that vary between pixels moves
+        counts between channels (element maps); this term puts them back, and
+        keeps the counts of every channel. 0 leaves it out.
 
     Notes
     -----
@@ -217,8 +225,12 @@ class PriorMixture(nn.Module):
         width: int = 32,
         depth: int = 4,
         guided_filters: tuple[tuple[int, float], ...] = ((1, 0.01), (2, 0.01)),
+        residual_sigma: float = 0.0,
     ):
         super().__init__()
+        if residual_sigma < 0:
+            raise ValueError(f"residual_sigma must be >= 0, got {residual_sigma}")
+        self.residual_sigma = float(residual_sigma)
         self.guide = guide
         self.lowrank_sigmas = tuple(float(s) for s in lowrank_sigmas)
         self.spatial_sigmas = tuple(float(s) for s in spatial_sigmas)
@@ -262,7 +274,8 @@ class PriorMixture(nn.Module):
     def receptive_radius(self) -> int:
         """Pixels of context one output pixel depends on (for tiling halos)."""
         smooth = max(
-            int(math.ceil(3.0 * s)) for s in (*self.lowrank_sigmas, *self.spatial_sigmas, 4.0)
+            int(math.ceil(3.0 * s))
+            for s in (*self.lowrank_sigmas, *self.spatial_sigmas, self.residual_sigma, 4.0)
         )
         n_conv = sum(isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 for m in self.body)
         return 2 * smooth + n_conv + 3
@@ -496,11 +509,20 @@ class PriorMixture(nn.Module):
         fill = self._neighbour_mean(c)
         vd = self.basis * self.channel_scale[:, None]  # (E, K)
         w_sp = weights[:, :, n_lr:][:, band]  # (B, E, n_raw, Y, X)
+        res = None  # the low-rank residual spread back (channel totals kept)
+        if self.residual_sigma > 0:
+            w_lr = weights[:, :, :n_lr].sum(dim=2)[:, band]  # (B, E, Y, X)
+            resid = c - torch.einsum("ek,bkyx->beyx", vd, z)
+            res = smooth2d(w_lr * resid, self.residual_sigma, transpose=True)
+            d_res = smoothing_diagonal(hw, self.residual_sigma, c.device, c.dtype)
+            own_res = w_lr * d_res * (1.0 - diag_p).view(1, e, 1, 1)  # (B, E, Y, X)
         if mask is None:
             out = torch.einsum("ek,bekyx->beyx", vd, zsum_t[:, band])
             for j, (spread, _) in enumerate(raw_ops):
                 out = out + spread(w_sp[:, :, j] * c)
             own = own_lr[:, band] * diag_p.view(1, e, 1, 1) + own_sp[:, band]
+            if res is not None:
+                out, own = out + res, own + own_res
             return (out + own * (fill - c))[:, None]
         bi, _, ei, yi, xi = mask.nonzero(as_tuple=True)
         gi = band[ei]
@@ -509,6 +531,9 @@ class PriorMixture(nn.Module):
         for j, (spread, _) in enumerate(raw_ops):
             out = out + spread(w_sp[:, :, j] * c)[bi, ei, yi, xi]
         own_v = own_lr[bi, gi, yi, xi] * diag_p[ei] + own_sp[bi, gi, yi, xi]
+        if res is not None:
+            out = out + res[bi, ei, yi, xi]
+            own_v = own_v + own_res[bi, ei, yi, xi]
         return out + own_v * (fv - cv)
 
     def blind_forward(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
