@@ -1039,10 +1039,15 @@ def _fmt(value: Any, column: str) -> str:
     return f"{value:.2f}"
 
 
+def _is_bound(row: dict[str, Any], column: str) -> bool:
+    """Whether a gain column (``cube_gain_db``) of a row holds only a lower bound."""
+    return bool(row.get(column.removesuffix("_db") + "_is_bound", False))
+
+
 def _cell(row: dict[str, Any], column: str) -> str:
     text = _fmt(row.get(column), column)
     # a split gain the estimator cannot resolve is shown as its lower bound
-    return ("≥" + text) if row.get(f"{column}_is_bound") else text
+    return ("≥" + text) if _is_bound(row, column) else text
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
@@ -1081,7 +1086,7 @@ def comparisons(
         for col in ("cube_gain_db", "maps_gain_db"):
             # lower bounds (gains beyond the split's resolution) cannot be compared
             def usable(r: dict[str, Any], col: str = col) -> bool:
-                return bool(np.isfinite(r[col])) and not r.get(f"{col}_is_bound", False)
+                return bool(np.isfinite(r[col])) and not _is_bound(r, col)
 
             vals = [(b[col], b["method"]) for b in base if usable(b)]
             if not vals or not usable(by[method]):

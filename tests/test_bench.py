@@ -155,3 +155,39 @@ def test_case_without_a_split_has_a_cache_key():
     assert case.split == "none"
     key = bench._cache_key(case, bench.METHODS["n2s"], 0, {})
     assert key["split"] == "none" and len(key["input"]) == 16
+
+
+def test_unresolved_split_gains_shown_as_bounds_and_left_out():
+    """A gain the split cannot resolve is printed as ``≥ G`` and never compared."""
+    rows = [
+        {
+            "case": "c",
+            "method": "pca",
+            "cube_gain_db": 22.2,
+            "maps_gain_db": 0.7,
+            "cube_gain_is_bound": True,
+            "maps_gain_is_bound": False,
+        },
+        {
+            "case": "c",
+            "method": "gaussian1",
+            "cube_gain_db": 11.0,
+            "maps_gain_db": -0.2,
+            "cube_gain_is_bound": False,
+            "maps_gain_is_bound": False,
+        },
+        {
+            "case": "c",
+            "method": "n2s",
+            "cube_gain_db": 22.3,
+            "maps_gain_db": 0.1,
+            "cube_gain_is_bound": True,
+            "maps_gain_is_bound": False,
+        },
+    ]
+    table = bench.markdown_table(rows, ["case", "method", "cube_gain_db", "maps_gain_db"])
+    assert "| c | pca | ≥22.20 | 0.70 |" in table
+    assert "| c | gaussian1 | 11.00 | -0.20 |" in table
+    (cmp,) = bench.comparisons(rows, "n2s", ("pca", "gaussian1"))
+    assert np.isnan(cmp["cube_gain_db"])  # n2s's own cube gain is only a bound
+    assert cmp["maps_gain_db"] == pytest.approx(0.1 - 0.7) and cmp["maps_gain_db_best"] == "pca"
