@@ -20,7 +20,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import platform
@@ -28,8 +27,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +127,7 @@ def fit_on_corpus(path: Path, *, steps: int, seed: int, adapt: str) -> Denoiser:
     n2s_eds.Denoiser
         The trained network with the options of a default ``Denoiser``.
     """
-    ref = Denoiser(seed=seed, progress=False, steps=steps)
+    ref = Denoiser(seed=seed, progress=False, steps=steps, device="cpu")
     opts = ref.options
     L.seed_everything(seed, workers=True, verbose=False)
     module = ref._new_module(guided=False)
@@ -144,20 +142,7 @@ def fit_on_corpus(path: Path, *, steps: int, seed: int, adapt: str) -> Denoiser:
         adapt=adapt,
     )
     t0 = time.perf_counter()
-    with _quiet():
-        trainer = L.Trainer(
-            max_steps=steps,
-            max_epochs=-1,
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-        )
-        trainer.fit(module, datamodule=dm)
+    ref._train(module, dm, steps)
     return denoiser_from_module(
         module,
         dm,
@@ -166,20 +151,6 @@ def fit_on_corpus(path: Path, *, steps: int, seed: int, adapt: str) -> Denoiser:
         lr=opts["lr"],
         train_seconds=round(time.perf_counter() - t0, 3),
     )
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Lightning's info messages (GPU available, ...) off, as in ``Denoiser.fit``."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, lv in zip(loggers, levels, strict=True):
-            lg.setLevel(lv)
 
 
 def _row(test: str, method: str, trained_on: str, s: dict[str, float], **extra: Any) -> dict:

@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from .module import LOSSES, N2SModule
 from .preprocess import (
     EnergyBinning,
     EnergyWindow,
+    _box_sum_,
     bin_energy,
     channel_width_ev,
     energy_binning,
@@ -66,17 +68,6 @@ CLIP_RADIUS_PX = 2
 CLIP_ITERATIONS = 4
 
 
-def _box_sum(a: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """Sum over ``[i - radius, i + radius]`` along ``axis`` (windows cut at the ends)."""
-    a = np.moveaxis(a, axis, 0)
-    c = np.cumsum(a, axis=0, dtype=np.float64)
-    c = np.concatenate([np.zeros((1, *a.shape[1:])), c], axis=0)
-    n = a.shape[0]
-    hi = np.minimum(np.arange(n) + radius + 1, n)
-    lo = np.maximum(np.arange(n) - radius, 0)
-    return np.moveaxis(c[hi] - c[lo], 0, axis)
-
-
 def clip_keeping_counts(
     cube: np.ndarray, radius: int = CLIP_RADIUS_PX, iterations: int = CLIP_ITERATIONS
 ) -> np.ndarray:
@@ -101,12 +92,10 @@ def clip_keeping_counts(
         if not neg.any():
             break
         pos = np.where(neg, 0.0, work)
-        near = _box_sum(_box_sum(pos, radius, 1), radius, 2)
+        near = _box_sum_(pos.copy(), radius)
         payable = neg & (near > 0)
         share = np.divide(-work, near, out=np.zeros_like(work), where=payable)
-        work = np.where(
-            payable | ~neg, pos - pos * _box_sum(_box_sum(share, radius, 1), radius, 2), work
-        )
+        work = np.where(payable | ~neg, pos - pos * _box_sum_(share, radius), work)
     total = work.sum(axis=0)
     pos = np.clip(work, 0.0, None)
     pos_sum = pos.sum(axis=0)
@@ -471,22 +460,7 @@ class Denoiser:
                 train_patches=opts["steps"] * opts["batch_size"],
                 seed=self.seed,
             )
-            recorder = _LossRecorder(losses)
-            with _quiet_lightning(True):
-                trainer = L.Trainer(
-                    max_steps=opts["steps"],
-                    max_epochs=-1,
-                    accelerator=_accelerator(self.device),
-                    devices=1,
-                    logger=False,
-                    enable_checkpointing=False,
-                    enable_progress_bar=self.progress,
-                    enable_model_summary=False,
-                    limit_val_batches=0,
-                    num_sanity_val_steps=0,
-                    callbacks=[recorder],
-                )
-                trainer.fit(module, datamodule=dm)
+            self._train(module, dm, opts["steps"], callbacks=[_LossRecorder(losses)])
         self.net = module.net.cpu().eval()
         self.guided = guided
         self.history = {
@@ -496,6 +470,31 @@ class Denoiser:
             "loss_curve": losses,
         }
         return self
+
+    def _train(
+        self,
+        module: N2SModule,
+        datamodule: L.LightningDataModule,
+        steps: int,
+        callbacks: Sequence[L.Callback] = (),
+    ) -> None:
+        """Train ``module`` for ``steps`` steps as :meth:`fit` does: no logger, checkpoints
+        or validation, Lightning's info messages off."""
+        with _quiet_lightning(True):
+            trainer = L.Trainer(
+                max_steps=int(steps),
+                max_epochs=-1,
+                accelerator=_accelerator(self.device),
+                devices=1,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=self.progress,
+                enable_model_summary=False,
+                limit_val_batches=0,
+                num_sanity_val_steps=0,
+                callbacks=list(callbacks),
+            )
+            trainer.fit(module, datamodule=datamodule)
 
     # ------------------------------------------------------------------ inference
     def _require_fitted(self) -> torch.nn.Module:

@@ -103,7 +103,7 @@ def _model_name(net: Any) -> str:
 
 def denoiser_from_module(
     module: N2SModule,
-    datamodule: CubeDataModule | None = None,
+    datamodule: LightningDataModule | dict[str, Any] | None = None,
     *,
     net_options: dict[str, Any] | None = None,
     lr: float | None = None,
@@ -117,8 +117,9 @@ def denoiser_from_module(
     ----------
     module : N2SModule
         The trained module; its ``net`` must be a model of :mod:`n2s_eds.models`.
-    datamodule : CubeDataModule, optional
-        Gives the patch shape and the processing window (keV).
+    datamodule : LightningDataModule or dict, optional
+        Gives the patch shape and the processing window (keV): a data module, or its
+        hyperparameters (as a checkpoint stores them).
     net_options : dict, optional
         Constructor arguments of the network (without ``guide``), as configured.
     lr : float, optional
@@ -153,7 +154,7 @@ def denoiser_from_module(
     if lr is not None:
         kwargs["lr"] = float(lr)
     if datamodule is not None:
-        dh = datamodule.hparams
+        dh = datamodule if isinstance(datamodule, dict) else datamodule.hparams
         kwargs.update(
             patch_size=dh.get("patch_size", 32),
             energy_patch=dh.get("energy_patch"),
@@ -282,13 +283,10 @@ def denoiser_from_checkpoint(
             f"the weights in {ckpt} do not fit the network configured in {cfg_path}: {exc}"
         ) from None
 
-    class _Hparams:  # what denoiser_from_module reads of a data module
-        hparams = dict(payload.get("datamodule_hyper_parameters") or {})
-
     lr = (cfg["model"].get("optimizer") or {}).get("init_args", {}).get("lr")
     den = denoiser_from_module(
         module,
-        _Hparams(),  # type: ignore[arg-type]
+        dict(payload.get("datamodule_hyper_parameters") or {}),
         net_options=init_args,
         lr=lr,
         steps=int(payload.get("global_step", 0)),
