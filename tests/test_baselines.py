@@ -214,3 +214,39 @@ def test_guided_filter_rejects_a_guide_of_another_shape(split):
     s, _ = split
     with pytest.raises(InvalidInputError):
         B.guided_filter(s, _guide(10, 10))
+
+
+def test_energy_slabs_cover_the_cube_seamlessly_and_respect_the_size_limit():
+    z = np.random.default_rng(4).random((6, 5, 300))
+    sizes = []
+
+    def double(block):
+        sizes.append(block.size)
+        return 2.0 * block
+
+    out = B._in_energy_slabs(z, double, max_voxels=6 * 5 * 128)
+    np.testing.assert_allclose(out, 2.0 * z, rtol=1e-12)
+    assert len(sizes) == 3 and max(sizes) <= 6 * 5 * 128
+    calls = []
+    whole = B._in_energy_slabs(z, lambda b: calls.append(b.shape) or b + 1.0, max_voxels=z.size)
+    assert calls == [z.shape]
+    np.testing.assert_array_equal(whole, z + 1.0)
+
+
+def test_bm4d_in_slabs_scores_like_the_whole_cube():
+    pytest.importorskip("bm4d")
+    n = np.random.default_rng(5).poisson(_truth(8, 8, 420, dose=40.0))
+    x, r = M.binomial_split(n, 0.5, seed=6)
+    s = _signal(x.astype(np.uint16))
+    win = M.processing_window(s)
+    small = s.isig[: win.start + 200]
+    small.metadata.set_item("Acquisition_instrument.TEM.beam_energy", 8.0)
+    whole = B.bm4d(small).data[..., win.start :]
+    slabs = B.bm4d(small, max_voxels=8 * 8 * 128).data[..., win.start :]
+    ref = r[..., win.start : win.start + 200]
+    g_whole = M.split_gain_db(small.data[..., win.start :], whole, ref, 0.5)
+    g_slabs = M.split_gain_db(small.data[..., win.start :], slabs, ref, 0.5)
+    assert g_slabs > 0 and abs(g_slabs - g_whole) < 0.5
+    assert slabs.sum() == pytest.approx(whole.sum(), rel=0.01)
+    with pytest.raises(InvalidInputError, match="max_voxels"):
+        B.bm4d(small, max_voxels=0)
