@@ -424,7 +424,7 @@ class Denoiser:
         g = None if guide is None else normalise_guide(guide)[ys, xs]
         return PreparedCube(signal_to_cube(block), g, window)
 
-    def fit(self, signal: Any, haadf: Any = None) -> Denoiser:
+    def fit(self, signal: Any, haadf: Any = None, *, target: Any = None) -> Denoiser:
         """Train the network on a spectrum image (Noise2Self: no clean data needed).
 
         Parameters
@@ -434,14 +434,24 @@ class Denoiser:
         haadf : hyperspy.signals.Signal2D or numpy.ndarray, optional
             Guide image of the same scan; the network then takes it as an
             extra input channel.
+        target : hyperspy.signals.BaseSignal or numpy.ndarray, optional
+            Expected counts of ``signal`` (same shape), known only for
+            simulated data. The hidden voxels are then scored against them
+            instead of against the counts: the same network, masks and
+            schedule with supervision, which the benchmark reports as the
+            upper bound of self-supervised training. Eager signals only.
 
         Returns
         -------
         Denoiser
             ``self``, trained.
         """
+        truth = None if target is None else self._target_array(signal, target)
         prepared = self._train_cube(signal, haadf)
-        counts = bin_energy(prepared.cube, self._binning(signal, prepared.window))
+        binning = self._binning(signal, prepared.window)
+        counts = bin_energy(prepared.cube, binning)
+        if truth is not None:
+            truth = bin_energy(signal_to_cube(truth, prepared.window), binning)
         t0 = time.perf_counter()
         L.seed_everything(self.seed, workers=True, verbose=False)
         guided = prepared.guide is not None
@@ -453,7 +463,7 @@ class Denoiser:
         losses: list[float] = []
         if opts["steps"] > 0:
             dm = CubeDataModule(
-                samples=[CubeSample(counts, prepared.guide)],
+                samples=[CubeSample(counts, prepared.guide, truth)],
                 patch_size=opts["patch_size"],
                 energy_patch=opts["energy_patch"],
                 batch_size=opts["batch_size"],
@@ -470,6 +480,24 @@ class Denoiser:
             "loss_curve": losses,
         }
         return self
+
+    @staticmethod
+    def _target_array(signal: Any, target: Any) -> np.ndarray:
+        """``target`` as a (Y, X, E) array checked against ``signal``, before any work."""
+        if getattr(signal, "_lazy", False):
+            raise InvalidInputError(
+                "a training target needs an eager signal; call `signal.compute()` first"
+            )
+        data = np.asarray(getattr(target, "data", target), dtype=np.float64)
+        shape = tuple(np.shape(signal.data))
+        if data.shape != shape:
+            raise InvalidInputError(
+                f"target shape {data.shape} does not match the signal's data {shape}; pass "
+                "the expected counts of the same spectrum image"
+            )
+        if not np.all(np.isfinite(data)) or data.min() < 0:
+            raise InvalidInputError("target must hold finite, non-negative expected counts")
+        return data
 
     def _train(
         self,

@@ -66,9 +66,19 @@ TRAIN_STREAM = 0x5452_4E53
 
 
 class CubeSample:
-    """One count cube (E, Y, X) with its optional guide image (Y, X)."""
+    """One count cube (E, Y, X) with its optional guide image (Y, X).
 
-    def __init__(self, counts: np.ndarray, guide: np.ndarray | None = None):
+    ``target`` (E, Y, X), when given, holds the expected counts the network is
+    trained against instead of the counts themselves (the supervised
+    reference of the benchmark, for simulated data whose truth is known).
+    """
+
+    def __init__(
+        self,
+        counts: np.ndarray,
+        guide: np.ndarray | None = None,
+        target: np.ndarray | None = None,
+    ):
         counts = np.asarray(counts, dtype=np.float32)
         if counts.ndim != 3:
             raise ValueError(f"counts must be a (E, Y, X) cube, got shape {counts.shape}")
@@ -78,8 +88,15 @@ class CubeSample:
                 raise ValueError(
                     f"guide shape {guide.shape} does not match the scan {counts.shape[1:]}"
                 )
+        if target is not None:
+            target = np.asarray(target, dtype=np.float32)
+            if target.shape != counts.shape:
+                raise ValueError(
+                    f"target shape {target.shape} does not match the counts {counts.shape}"
+                )
         self.counts = counts
         self.guide = guide
+        self.target = target
 
 
 class PatchDataset(Dataset):
@@ -119,6 +136,8 @@ class PatchDataset(Dataset):
         guided = {s.guide is not None for s in samples}
         if len(guided) != 1:
             raise ValueError("either every cube has a guide image or none has")
+        if len({s.target is not None for s in samples}) != 1:
+            raise ValueError("either every cube has a target or none has")
         self.samples = list(samples)
         self.patch_size = int(patch_size)
         self.energy_patch = energy_patch
@@ -154,6 +173,9 @@ class PatchDataset(Dataset):
         if sample.guide is not None:
             guide = sample.guide[y0 : y0 + py, x0 : x0 + px]
             item["guide"] = torch.from_numpy(np.ascontiguousarray(guide))[None]
+        if sample.target is not None:
+            target = sample.target[e0 : e0 + pe, y0 : y0 + py, x0 : x0 + px]
+            item["target"] = torch.from_numpy(np.ascontiguousarray(target))[None]
         return item
 
 

@@ -124,20 +124,27 @@ class N2SModule(L.LightningModule):
         return torch.cat([counts, guide[:, :, None].expand(-1, -1, e, -1, -1)], dim=1)
 
     def masked_loss(self, batch: dict[str, Tensor], generator=None) -> Tensor:
-        """Hide voxels, predict them, and return the loss on the hidden ones."""
+        """Hide voxels, predict them, and return the loss on the hidden ones.
+
+        The hidden voxels are scored against their counts, or, when the batch
+        holds a ``"target"`` (expected counts, known for simulated data),
+        against it: the same network, masks and estimates trained with
+        supervision, the upper bound that Noise2Self training approaches.
+        """
         counts = batch["counts"]
+        reference = batch.get("target", counts)
         masked, mask = self.masker(counts, generator=generator)
         inputs = self._inputs(masked, batch.get("guide"))
         if getattr(self.net, "supports_masked_forward", False):
             original = self._inputs(counts, batch.get("guide"))
             pred = self.net(original, mask, masked=inputs)
-            target = counts[mask]
+            target = reference[mask]
             loss = self.loss_fn(pred, target, torch.ones_like(target, dtype=torch.bool))
             resid = pred - target
         else:
             out = self.net(inputs)
-            loss = self.loss_fn(out, counts, mask)
-            resid = (out - counts)[mask]
+            loss = self.loss_fn(out, reference, mask)
+            resid = (out - reference)[mask]
         if self.hparams.get("window_loss", 0.0) > 0:
             loss = loss + self.hparams.window_loss * self._window_error(resid, mask)
         return loss

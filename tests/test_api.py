@@ -443,3 +443,39 @@ def test_clip_keeps_channel_counts_and_moves_them_only_locally():
     block = clip_keeping_counts(est[:, 5 : 25 + m, 5 : 25 + m].copy())
     sl = slice(5 + m, 25)
     np.testing.assert_allclose(out[:, sl, sl], block[:, m:20, m:20], rtol=1e-5, atol=1e-6)
+
+
+def test_fit_against_the_truth_gives_the_supervised_bound(small_phantom):
+    noisy, truth = small_phantom.noisy, small_phantom.truth
+    win = slice(4, None)  # above the zero-peak channels
+
+    def mse(out):
+        return float(np.mean((out.data[..., win] - truth.data[..., win]) ** 2))
+
+    opts = {"steps": 40, "progress": False, "seed": 1}
+    supervised = Denoiser(**opts).fit(noisy, target=truth)
+    self_supervised = Denoiser(**opts).fit(noisy)
+    assert supervised.history["final_loss"] < self_supervised.history["final_loss"]
+    assert mse(supervised.denoise(noisy)) < mse(self_supervised.denoise(noisy))
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("shape", "does not match"),
+        ("negative", "non-negative"),
+        ("nan", "finite"),
+    ],
+)
+def test_a_bad_target_is_refused_before_training(small_phantom, monkeypatch, target, message):
+    data = small_phantom.truth.data
+    target = {
+        "shape": np.zeros((3, 3, 3)),
+        "negative": -np.ones_like(data),
+        "nan": np.full_like(data, np.nan),
+    }[target]
+    monkeypatch.setattr(Denoiser, "_train", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(InvalidInputError, match=message):
+        Denoiser(**FAST).fit(small_phantom.noisy, target=target)
+    with pytest.raises(InvalidInputError, match="eager"):
+        Denoiser(**FAST).fit(small_phantom.noisy.as_lazy(), target=data)

@@ -191,3 +191,47 @@ def test_unresolved_split_gains_shown_as_bounds_and_left_out():
     (cmp,) = bench.comparisons(rows, "n2s", ("pca", "gaussian1"))
     assert np.isnan(cmp["cube_gain_db"])  # n2s's own cube gain is only a bound
     assert cmp["maps_gain_db"] == pytest.approx(0.1 - 0.7) and cmp["maps_gain_db_best"] == "pca"
+
+
+def test_supervised_bound_row_and_gap(tmp_path, monkeypatch, small_phantoms, capsys):
+    """``n2s_supervised`` trains 4x the steps against the truth; the gap to n2s is reported."""
+    from n2s_eds import api
+
+    seen = []
+    fit = api.Denoiser.fit
+
+    def spy(self, signal, haadf=None, *, target=None):
+        seen.append((self.options["steps"], target is not None))
+        return fit(self, signal, haadf, target=target)
+
+    monkeypatch.setattr(api.Denoiser, "fit", spy)
+    argv = ["--cases", CASE, "--methods", "raw,n2s,n2s_supervised", "--steps", "3"]
+    assert bench.main([*argv, "--output", str(tmp_path / "out")]) == 0
+    assert (3, False) in seen and (3 * bench.SUPERVISED_STEPS_FACTOR, True) in seen
+    rows = {r["method"]: r for r in _rows(tmp_path)}
+    assert set(rows) == {"raw", "n2s", "n2s_supervised"}
+    md = (tmp_path / "out" / "bench.md").read_text()
+    assert "supervised bound" in md
+    (gap,) = bench.supervised_gaps(
+        [
+            {
+                **r,
+                "cube_gain_db": float(r["cube_gain_db"]),
+                "maps_gain_db": float(r["maps_gain_db"]),
+            }
+            for r in rows.values()
+        ]
+    )
+    assert gap["cube_gain_db"] == pytest.approx(
+        float(rows["n2s"]["cube_gain_db"]) - float(rows["n2s_supervised"]["cube_gain_db"])
+    )
+    assert "n2s minus supervised bound" in capsys.readouterr().out
+    # the truth enters the cache key of the supervised row only
+    case = bench.build_case(CASE)
+    other = dataclasses.replace(case, truth=case.truth * 1.01)
+    sup, plain = bench.METHODS["n2s_supervised"], bench.METHODS["n2s"]
+    assert bench._cache_key(case, sup, 0, {}) != bench._cache_key(other, sup, 0, {})
+    assert bench._cache_key(case, plain, 0, {}) == bench._cache_key(other, plain, 0, {})
+    # without a truth (real data) the row is skipped with the reason
+    with pytest.raises(bench.CaseSkipped, match="truth"):
+        bench._denoise(dataclasses.replace(case, truth=None), sup, 0, {}, None)

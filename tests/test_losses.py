@@ -89,3 +89,29 @@ def test_window_loss_enters_the_training_loss():
         gen = torch.Generator().manual_seed(3)
         losses[weight] = module.masked_loss({"counts": counts}, generator=gen)
     assert losses[1.0] > losses[0.0] > 0
+
+
+@pytest.mark.parametrize("model", ["prior", "autoencoder"])
+def test_a_target_replaces_the_counts_as_reference_of_the_hidden_voxels(model):
+    """The supervised bound: same masks and network, hidden voxels scored against a target."""
+    from n2s_eds.models import ConvAutoencoder3D, PriorMixture
+    from n2s_eds.module import N2SModule
+
+    counts = torch.poisson(torch.full((1, 1, 24, 12, 12), 2.0, dtype=torch.float32))
+    torch.manual_seed(0)
+    net = (
+        PriorMixture(max_rank=4)
+        if model == "prior"
+        else ConvAutoencoder3D(base_channels=4, depth=1)
+    )
+    module = N2SModule(net)
+    if model == "prior":
+        module.adapt(counts[0, 0])
+
+    def loss(batch):
+        return module.masked_loss(batch, generator=torch.Generator().manual_seed(3)).item()
+
+    plain = loss({"counts": counts})
+    assert loss({"counts": counts, "target": counts.clone()}) == pytest.approx(plain, rel=1e-6)
+    # a target far from every prediction gives a larger loss on the same hidden voxels
+    assert loss({"counts": counts, "target": counts + 50.0}) > plain + 1000.0

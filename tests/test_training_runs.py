@@ -460,3 +460,23 @@ def test_resume_position(epoch, step, accumulate, limit, expected):
     )
     assert _resume_position(trainer, 5) == expected
     assert _resume_position(None, 5) == (0, 0)
+
+
+def test_patches_crop_the_target_exactly_like_the_counts():
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(3.0, (12, 10, 9)).astype(np.float32)
+    target = np.arange(counts.size, dtype=np.float32).reshape(counts.shape)
+    ds = PatchDataset([CubeSample(counts, target=target)], 4, 6, 8, seed=0)
+    for i in range(8):
+        item = ds[i]
+        t = item["target"][0].numpy()
+        assert t.shape == item["counts"][0].shape == (6, 4, 4)
+        # the arange target tells where the patch came from: the counts must match there
+        e0, y0, x0 = np.unravel_index(int(t[0, 0, 0]), counts.shape)
+        np.testing.assert_array_equal(
+            item["counts"][0].numpy(), counts[e0 : e0 + 6, y0 : y0 + 4, x0 : x0 + 4]
+        )
+    with pytest.raises(ValueError, match="target shape"):
+        CubeSample(counts, target=target[:-1])
+    with pytest.raises(ValueError, match="every cube has a target"):
+        PatchDataset([CubeSample(counts, target=target), CubeSample(counts)], 4, 6, 8, seed=0)
