@@ -235,3 +235,22 @@ def test_supervised_bound_row_and_gap(tmp_path, monkeypatch, small_phantoms, cap
     # without a truth (real data) the row is skipped with the reason
     with pytest.raises(bench.CaseSkipped, match="truth"):
         bench._denoise(dataclasses.replace(case, truth=None), sup, 0, {}, None)
+
+
+def test_ablation_script_splits_options_and_prints_rows(small_phantoms, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import ablation_options
+
+    assert ablation_options.parse_spec("steps=2,window_loss=0.25,residual_sigma=8") == (
+        {"steps": 2, "window_loss": 0.25},
+        {"residual_sigma": 8},
+    )
+    assert ablation_options.parse_spec("default") == ({}, {})
+    assert ablation_options.main([CASE, "steps=2", "steps=2,residual_sigma=4"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {CASE}")]
+    assert len(rows) == 2 and "residual_sigma=4" in rows[1]
+    cells = rows[1].split("|")
+    assert float(cells[3]) != 0.0 and 0.9 < float(cells[5]) < 1.1
