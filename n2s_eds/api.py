@@ -459,7 +459,7 @@ class Denoiser:
         module = self._new_module(guided)
         cube_t = torch.from_numpy(counts)
         guide_t = None if prepared.guide is None else torch.from_numpy(prepared.guide)
-        module.adapt(cube_t, guide_t)
+        module.adapt(cube_t, guide_t, channel_ev=channel_width_ev(signal) * binning.factor)
         losses: list[float] = []
         if opts["steps"] > 0:
             dm = CubeDataModule(
@@ -567,7 +567,7 @@ class Denoiser:
         t0 = time.perf_counter()
         binning = self._binning(signal, prepared.window)
         counts = bin_energy(prepared.cube, binning)
-        net.adapt(torch.from_numpy(counts))
+        net.adapt(torch.from_numpy(counts), channel_ev=channel_width_ev(signal) * binning.factor)
         out = predict_cube(
             net,
             counts,
@@ -621,7 +621,10 @@ class Denoiser:
         ny, nx, ne = src.shape
         ys, xs = _central_region(ny, nx)
         region = signal_to_cube(src[ys, xs, window.slice].compute())
-        net.adapt(torch.from_numpy(bin_energy(region, binning)))
+        net.adapt(
+            torch.from_numpy(bin_energy(region, binning)),
+            channel_ev=channel_width_ev(signal) * binning.factor,
+        )
         profile = _profile(region, 0)
         del region
         step = int(getattr(net, "tile_multiple", 1))

@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .exceptions import InvalidInputError
-from .preprocess import EnergyWindow
+from .preprocess import EnergyWindow, channel_width_ev
 
 __all__ = [
     "CubeSample",
@@ -310,6 +310,7 @@ class CubeDataModule(L.LightningDataModule):
             raise ValueError("CubeDataModule needs `path` (a file) or `samples` (cubes)")
         self.save_hyperparameters(ignore=["samples"])
         self._samples = list(samples) if samples is not None else None
+        self._channel_ev: float | None = None
 
     @property
     def samples(self) -> list[CubeSample]:
@@ -332,7 +333,16 @@ class CubeDataModule(L.LightningDataModule):
                 require_guide=self.hparams.use_guide or self.hparams.haadf is not None,
             )
             self._samples = [CubeSample(prepared.cube, prepared.guide)]
+            self._channel_ev = channel_width_ev(acq.eds)
         return self._samples
+
+    @property
+    def channel_ev(self) -> float | None:
+        """Channel width (eV) of the cube read from ``path``; ``None`` for given samples."""
+        if self.hparams.path is None:
+            return None
+        _ = self.samples
+        return self._channel_ev
 
     def adapt_data(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The first cube (and guide) as tensors, for ``net.adapt``."""

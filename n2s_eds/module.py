@@ -107,12 +107,21 @@ class N2SModule(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if not self._adapted and dm is not None and hasattr(dm, "adapt_data"):
             cube, guide = dm.adapt_data()
-            self.adapt(cube, guide)
+            self.adapt(cube, guide, channel_ev=getattr(dm, "channel_ev", None))
 
-    def adapt(self, cube: Tensor, guide: Tensor | None = None) -> None:
-        """Set the network's per-cube data from a (E, Y, X) count cube."""
+    def adapt(
+        self, cube: Tensor, guide: Tensor | None = None, channel_ev: float | None = None
+    ) -> None:
+        """Set the network's per-cube data from a (E, Y, X) count cube.
+
+        ``channel_ev`` is the width of one channel of ``cube`` in eV, when known.
+        """
         if hasattr(self.net, "adapt"):
-            self.net.adapt(cube.to(self.device), None if guide is None else guide.to(self.device))
+            self.net.adapt(
+                cube.to(self.device),
+                None if guide is None else guide.to(self.device),
+                channel_ev=channel_ev,
+            )
         self._adapted = True
 
     def _inputs(self, counts: Tensor, guide: Tensor | None) -> Tensor:

@@ -49,9 +49,11 @@ def test_prior_mixture_needs_adapt():
 
 
 def random_weights(net, shape, seed=0):
+    """Random weights as ``mixing_weights`` gives them (each group sums to 1)."""
     g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(1, net.n_bands, net.n_candidates, *shape, generator=g)
-    return torch.softmax(logits, dim=2)
+    fine = torch.randn(1, net.n_bands, net.n_candidates, *shape, generator=g)
+    coarse = torch.randn(1, net.n_bands, net.n_coarse, *shape, generator=g)
+    return torch.cat([torch.softmax(fine, dim=2), torch.softmax(coarse, dim=2)], dim=2)
 
 
 def guide_image(y=21, x=19, seed=0):
@@ -63,14 +65,17 @@ def guide_image(y=21, x=19, seed=0):
     return torch.from_numpy(g.astype(np.float32))[None, None]
 
 
+@pytest.mark.parametrize("coarse_ev", [0.0, 40.0])
 @pytest.mark.parametrize("residual_sigma", [0.0, 4.0])
 @pytest.mark.parametrize("guided", [False, True])
 @pytest.mark.parametrize("voxel", [(30, 10, 9), (12, 0, 0), (40, 1, 18), (5, 20, 2)])
-def test_mix_is_voxel_j_invariant(voxel, guided, residual_sigma):
+def test_mix_is_voxel_j_invariant(voxel, guided, residual_sigma, coarse_ev):
     """No estimate of a voxel may depend on that voxel's own count (borders included)."""
     cube, _ = low_rank_cube()
-    net = PriorMixture(rank=3, guide=guided, residual_sigma=residual_sigma)
-    net.adapt(torch.from_numpy(cube))
+    net = PriorMixture(
+        rank=3, guide=guided, residual_sigma=residual_sigma, coarse_ev=coarse_ev, n_bands=3
+    )
+    net.adapt(torch.from_numpy(cube), channel_ev=10.0)
     w = random_weights(net, cube.shape[1:])
     x = torch.from_numpy(cube)[None, None]
     g = guide_image() if guided else None
@@ -85,10 +90,11 @@ def test_mix_is_voxel_j_invariant(voxel, guided, residual_sigma):
     assert diff.sum() > 10.0
 
 
+@pytest.mark.parametrize("coarse_ev", [0.0, 40.0])
 @pytest.mark.parametrize("guided", [False, True])
-def test_mix_conserves_total_counts(guided):
+def test_mix_conserves_total_counts(guided, coarse_ev):
     cube, _ = low_rank_cube()
-    net = PriorMixture(guide=guided)
+    net = PriorMixture(guide=guided, coarse_ev=coarse_ev)
     net.adapt(torch.from_numpy(cube))
     w = random_weights(net, cube.shape[1:], seed=3)
     with torch.no_grad():
@@ -117,6 +123,44 @@ def test_residual_path_keeps_channel_totals():
     assert errors[4.0] < 0.2 * errors[0.0]
 
 
+def test_coarse_path_keeps_energy_windows_of_the_raw_counts():
+    """Where the fine estimate is the low-rank projection and misses a local line, the
+    coarse path puts the line's counts back into its energy window (what a map sums)."""
+    _, truth = low_rank_cube()
+    cube = truth.copy()  # expected counts as input: the bias alone, no noise
+    cube[6:9, 5:9, 5:9] += 8.0  # a local line outside the rank-3 structure
+    x = torch.from_numpy(cube)[None, None]
+    win = slice(3, 12)
+    errors = {}
+    for coarse_ev in (0.0, 20.0):
+        net = PriorMixture(rank=3, coarse_ev=coarse_ev)
+        net.adapt(torch.from_numpy(cube), channel_ev=10.0)
+        w = torch.zeros(1, net.n_bands, net.n_candidates + net.n_coarse, *cube.shape[1:])
+        w[:, :, 1] = 1.0  # the low-rank projection spread with sigma 2, everywhere
+        if coarse_ev:
+            w[:, :, net.n_candidates] = 1.0  # each pixel's own raw spectrum (sigma 0)
+        with torch.no_grad():
+            out = net.mix(x, w)[0, 0].numpy()
+        errors[coarse_ev] = float(np.mean((out[win].sum(0) - cube[win].sum(0)) ** 2))
+    assert errors[20.0] < 0.3 * errors[0.0]
+
+
+def test_coarse_filter_width_is_set_in_ev():
+    cube, _ = low_rank_cube()
+    net = PriorMixture(rank=3, coarse_ev=40.0)
+    band = net._band_of_channel(cube.shape[0], "cpu")
+    widths = {}
+    for ev in (5.0, 20.0):
+        net.adapt(torch.from_numpy(cube), channel_ev=ev)
+        cmat = net._coarse_operators(cube.shape[0], band, "cpu", torch.float32)[0]
+        widths[ev] = float(torch.count_nonzero(cmat[32] > 1e-3))
+    assert widths[5.0] > 3 * widths[20.0]  # 8 channels of 5 eV against 2 of 20 eV
+    with pytest.raises(ValueError, match="channel_ev"):
+        net.adapt(torch.from_numpy(cube), channel_ev=0.0)
+    with pytest.raises(ValueError, match="coarse_ev"):
+        PriorMixture(coarse_ev=-1.0)
+
+
 def test_guided_filter_operator_is_symmetric_and_keeps_totals():
     """The guided filter's operator: symmetric, columns sum to 1, diagonal as computed."""
     from n2s_eds.models.prior_mixture import GuidedFilter
@@ -131,11 +175,11 @@ def test_guided_filter_operator_is_symmetric_and_keeps_totals():
     assert float(w.min()) < 0  # guide edges sharpen: not a plain smoother
 
 
-@pytest.mark.parametrize("residual_sigma", [0.0, 4.0])
+@pytest.mark.parametrize(("residual_sigma", "coarse_ev"), [(0.0, 0.0), (4.0, 0.0), (0.0, 40.0)])
 @pytest.mark.parametrize("guided", [False, True])
-def test_masked_forward_matches_full_mix(guided, residual_sigma):
+def test_masked_forward_matches_full_mix(guided, residual_sigma, coarse_ev):
     cube, _ = low_rank_cube()
-    net = PriorMixture(guide=guided, residual_sigma=residual_sigma)
+    net = PriorMixture(guide=guided, residual_sigma=residual_sigma, coarse_ev=coarse_ev)
     net.adapt(torch.from_numpy(cube))
     torch.nn.init.normal_(net.head.weight, std=0.1)  # non-uniform weights
     x = torch.from_numpy(cube)[None, None]
@@ -166,10 +210,10 @@ def test_uniform_mix_beats_raw_against_truth():
     assert np.mean((out - truth) ** 2) < np.mean((cube - truth) ** 2) / 3
 
 
-@pytest.mark.parametrize("residual_sigma", [0.0, 4.0])
-def test_tiled_inference_equals_single_pass(residual_sigma):
+@pytest.mark.parametrize(("residual_sigma", "coarse_ev"), [(0.0, 0.0), (4.0, 0.0), (0.0, 40.0)])
+def test_tiled_inference_equals_single_pass(residual_sigma, coarse_ev):
     cube, _ = low_rank_cube(y=40, x=37)
-    net = PriorMixture(residual_sigma=residual_sigma)
+    net = PriorMixture(residual_sigma=residual_sigma, coarse_ev=coarse_ev)
     net.adapt(torch.from_numpy(cube))
     torch.nn.init.normal_(net.head.weight, std=0.1)
     whole = predict_cube(net, cube, tile=64)

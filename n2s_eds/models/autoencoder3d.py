@@ -94,8 +94,13 @@ class ConvAutoencoder3D(nn.Module):
         return 4 * 2**self.depth + 4
 
     @torch.no_grad()
-    def adapt(self, cube: Tensor, guide: Tensor | None = None) -> None:
-        """Set the input scale from a (E, Y, X) count cube (its mean count per voxel)."""
+    def adapt(
+        self, cube: Tensor, guide: Tensor | None = None, channel_ev: float | None = None
+    ) -> None:
+        """Set the input scale from a (E, Y, X) count cube (its mean count per voxel).
+
+        ``guide`` and ``channel_ev`` are accepted for the common interface and not used.
+        """
         self.count_scale.fill_(float(cube.float().mean().clamp_min(1e-6)))
 
     def forward(self, x: Tensor) -> Tensor:
