@@ -3,7 +3,8 @@
 ``python benchmarks/ablation_options.py CASES SPEC [SPEC ...]``
 
 ``CASES`` is a comma list of benchmark cases; each ``SPEC`` is a comma list of
-``name=value`` options, e.g. ``window_loss=0.25,residual_sigma=8`` (``default`` for none).
+``name=value`` options, e.g. ``window_loss=0.25,residual_sigma=8`` (``default`` for none;
+``lowrank_sigmas=1:2:4`` gives a tuple).
 Options of :class:`n2s_eds.Denoiser` are passed to it; any other name is an option of the
 default network (``PriorMixture``) and goes into ``model_options``. Each spec trains a fresh
 denoiser (seed 0) on each case and scores its output with the benchmark's protocol. Prints one
@@ -28,22 +29,28 @@ from n2s_eds.api import Denoiser  # noqa: E402
 _DENOISER_OPTIONS = set(inspect.signature(Denoiser).parameters)
 
 
+def _value(text: str) -> object:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"1:2:4"`` -> (1.0, 2.0, 4.0), else the text."""
+    if ":" in text:
+        return tuple(float(v) for v in text.split(":"))
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text
+
+
 def parse_spec(spec: str) -> tuple[dict, dict]:
-    """``"a=1,b=2"`` -> (Denoiser options, model options); values as int, float or str."""
+    """``"a=1,b=2"`` -> (Denoiser options, model options); values as int, float, tuple
+    (``1:2:4``) or str."""
     options: dict = {}
     model: dict = {}
     if spec == "default":
         return options, model
     for item in spec.split(","):
         name, _, text = item.partition("=")
-        value: object = text
-        for cast in (int, float):
-            try:
-                value = cast(text)
-                break
-            except ValueError:
-                continue
-        (options if name in _DENOISER_OPTIONS else model)[name] = value
+        (options if name in _DENOISER_OPTIONS else model)[name] = _value(text)
     return options, model
 
 

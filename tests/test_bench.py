@@ -249,6 +249,10 @@ def test_ablation_script_splits_options_and_prints_rows(small_phantoms, capsys):
         {"residual_sigma": 8},
     )
     assert ablation_options.parse_spec("default") == ({}, {})
+    assert ablation_options.parse_spec("lowrank_sigmas=1:2.5,max_rank=8") == (
+        {},
+        {"lowrank_sigmas": (1.0, 2.5), "max_rank": 8},
+    )
     assert ablation_options.main([CASE, "steps=2", "steps=2,residual_sigma=4"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {CASE}")]
     assert len(rows) == 2 and "residual_sigma=4" in rows[1]
