@@ -30,9 +30,9 @@ _DENOISER_OPTIONS = set(inspect.signature(Denoiser).parameters)
 
 
 def _value(text: str) -> object:
-    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"1:2:4"`` -> (1.0, 2.0, 4.0), else the text."""
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"1:2:4"`` -> (1.0, 2.0, 4.0), ``"1:"`` -> (1.0,), else the text."""
     if ":" in text:
-        return tuple(float(v) for v in text.split(":"))
+        return tuple(float(v) for v in text.split(":") if v)
     for cast in (int, float):
         try:
             return cast(text)

@@ -65,16 +65,18 @@ def guide_image(y=21, x=19, seed=0):
     return torch.from_numpy(g.astype(np.float32))[None, None]
 
 
-@pytest.mark.parametrize("coarse_ev", [0.0, 40.0])
+#: PriorMixture options of the coarse path: off, raw candidates only, raw and low-rank.
+COARSE = [{}, {"coarse_ev": 40.0}, {"coarse_ev": 40.0, "coarse_lowrank_sigmas": (1.0, 2.0)}]
+
+
+@pytest.mark.parametrize("coarse", COARSE)
 @pytest.mark.parametrize("residual_sigma", [0.0, 4.0])
 @pytest.mark.parametrize("guided", [False, True])
 @pytest.mark.parametrize("voxel", [(30, 10, 9), (12, 0, 0), (40, 1, 18), (5, 20, 2)])
-def test_mix_is_voxel_j_invariant(voxel, guided, residual_sigma, coarse_ev):
+def test_mix_is_voxel_j_invariant(voxel, guided, residual_sigma, coarse):
     """No estimate of a voxel may depend on that voxel's own count (borders included)."""
     cube, _ = low_rank_cube()
-    net = PriorMixture(
-        rank=3, guide=guided, residual_sigma=residual_sigma, coarse_ev=coarse_ev, n_bands=3
-    )
+    net = PriorMixture(rank=3, guide=guided, residual_sigma=residual_sigma, n_bands=3, **coarse)
     net.adapt(torch.from_numpy(cube), channel_ev=10.0)
     w = random_weights(net, cube.shape[1:])
     x = torch.from_numpy(cube)[None, None]
@@ -90,11 +92,11 @@ def test_mix_is_voxel_j_invariant(voxel, guided, residual_sigma, coarse_ev):
     assert diff.sum() > 10.0
 
 
-@pytest.mark.parametrize("coarse_ev", [0.0, 40.0])
+@pytest.mark.parametrize("coarse", COARSE)
 @pytest.mark.parametrize("guided", [False, True])
-def test_mix_conserves_total_counts(guided, coarse_ev):
+def test_mix_conserves_total_counts(guided, coarse):
     cube, _ = low_rank_cube()
-    net = PriorMixture(guide=guided, coarse_ev=coarse_ev)
+    net = PriorMixture(guide=guided, **coarse)
     net.adapt(torch.from_numpy(cube))
     w = random_weights(net, cube.shape[1:], seed=3)
     with torch.no_grad():
@@ -175,11 +177,11 @@ def test_guided_filter_operator_is_symmetric_and_keeps_totals():
     assert float(w.min()) < 0  # guide edges sharpen: not a plain smoother
 
 
-@pytest.mark.parametrize(("residual_sigma", "coarse_ev"), [(0.0, 0.0), (4.0, 0.0), (0.0, 40.0)])
+@pytest.mark.parametrize(("residual_sigma", "coarse"), [(0.0, {}), (4.0, {}), (0.0, COARSE[2])])
 @pytest.mark.parametrize("guided", [False, True])
-def test_masked_forward_matches_full_mix(guided, residual_sigma, coarse_ev):
+def test_masked_forward_matches_full_mix(guided, residual_sigma, coarse):
     cube, _ = low_rank_cube()
-    net = PriorMixture(guide=guided, residual_sigma=residual_sigma, coarse_ev=coarse_ev)
+    net = PriorMixture(guide=guided, residual_sigma=residual_sigma, **coarse)
     net.adapt(torch.from_numpy(cube))
     torch.nn.init.normal_(net.head.weight, std=0.1)  # non-uniform weights
     x = torch.from_numpy(cube)[None, None]
@@ -210,10 +212,10 @@ def test_uniform_mix_beats_raw_against_truth():
     assert np.mean((out - truth) ** 2) < np.mean((cube - truth) ** 2) / 3
 
 
-@pytest.mark.parametrize(("residual_sigma", "coarse_ev"), [(0.0, 0.0), (4.0, 0.0), (0.0, 40.0)])
-def test_tiled_inference_equals_single_pass(residual_sigma, coarse_ev):
+@pytest.mark.parametrize(("residual_sigma", "coarse"), [(0.0, {}), (4.0, {}), (0.0, COARSE[2])])
+def test_tiled_inference_equals_single_pass(residual_sigma, coarse):
     cube, _ = low_rank_cube(y=40, x=37)
-    net = PriorMixture(residual_sigma=residual_sigma, coarse_ev=coarse_ev)
+    net = PriorMixture(residual_sigma=residual_sigma, **coarse)
     net.adapt(torch.from_numpy(cube))
     torch.nn.init.normal_(net.head.weight, std=0.1)
     whole = predict_cube(net, cube, tile=64)

@@ -241,6 +241,20 @@ class PriorMixture(nn.Module):
         projected and raw spectra with weights that vary between pixels moves
         counts between channels (element maps); this term puts them back, and
         keeps the counts of every channel. 0 leaves it out.
+    coarse_ev : float
+        When > 0, a coarse path replaces what the estimate holds at the scale of
+        an X-ray peak (a Gaussian of this width in eV along energy, ``C``) by
+        what its own candidates hold there: ``est + C (b - est)``. Element maps
+        integrate over about a peak's width, so they come from ``b``; the finer
+        spectral detail from the estimate. 0 (default) leaves the path out.
+    coarse_sigmas : tuple of float
+        Spatial scales (pixels) of the coarse path's raw-count candidates; 0 is
+        the pixel's own spectrum (its own voxel excluded, as everywhere).
+    coarse_lowrank_sigmas : tuple of float
+        Scales of the coarse path's low-rank candidates (none by default).
+    coarse_weights : {"learned", "uniform"}
+        The coarse candidates' weights: per pixel and band from the mixing
+        network, or equal and fixed.
 
     Notes
     -----
@@ -266,16 +280,28 @@ class PriorMixture(nn.Module):
         residual_sigma: float = 0.0,
         coarse_ev: float = 0.0,
         coarse_sigmas: tuple[float, ...] = (0.0, 1.0, 2.0),
+        coarse_lowrank_sigmas: tuple[float, ...] = (),
+        coarse_weights: str = "learned",
     ):
         super().__init__()
+        if coarse_weights not in ("learned", "uniform"):
+            raise ValueError(f"coarse_weights must be 'learned' or 'uniform', got {coarse_weights!r}")
+        self.coarse_weights = coarse_weights
         if coarse_ev < 0:
             raise ValueError(f"coarse_ev must be >= 0 (eV), got {coarse_ev}")
-        if coarse_ev > 0 and not coarse_sigmas:
-            raise ValueError("coarse_sigmas must name at least one scale when coarse_ev > 0")
-        if any(s < 0 for s in coarse_sigmas):
-            raise ValueError(f"coarse_sigmas must be >= 0 pixels, got {coarse_sigmas}")
+        if coarse_ev > 0 and not (coarse_sigmas or coarse_lowrank_sigmas):
+            raise ValueError(
+                "coarse_sigmas or coarse_lowrank_sigmas must name a scale when coarse_ev > 0"
+            )
+        if any(s < 0 for s in (*coarse_sigmas, *coarse_lowrank_sigmas)):
+            raise ValueError(
+                "coarse_sigmas and coarse_lowrank_sigmas must be >= 0 pixels, got "
+                f"{coarse_sigmas}, {coarse_lowrank_sigmas}"
+            )
         self.coarse_ev = float(coarse_ev)
-        self.coarse_sigmas = tuple(float(s) for s in coarse_sigmas) if coarse_ev > 0 else ()
+        on = coarse_ev > 0
+        self.coarse_sigmas = tuple(float(s) for s in coarse_sigmas) if on else ()
+        self.coarse_lowrank_sigmas = tuple(float(s) for s in coarse_lowrank_sigmas) if on else ()
         #: Channel width (eV) of the cube of the last :meth:`adapt`; sets the coarse filter.
         self.channel_ev = ASSUMED_CHANNEL_EV
         if residual_sigma < 0:
@@ -296,7 +322,12 @@ class PriorMixture(nn.Module):
         n_guided = len(self.guided_filters) if guide else 0
         self.n_lowrank = len(self.lowrank_sigmas) + n_guided
         self.n_candidates = self.n_lowrank + len(self.spatial_sigmas) + n_guided
-        self.n_coarse = len(self.coarse_sigmas) + (n_guided if self.coarse_sigmas else 0)
+        self.n_coarse_lowrank = len(self.coarse_lowrank_sigmas)
+        self.n_coarse = (
+            self.n_coarse_lowrank
+            + len(self.coarse_sigmas)
+            + (n_guided if self.coarse_ev > 0 else 0)
+        )
         if n_bands < 1:
             raise ValueError(f"n_bands must be >= 1, got {n_bands}")
         self.n_bands = int(n_bands)
@@ -331,6 +362,7 @@ class PriorMixture(nn.Module):
                 *self.lowrank_sigmas,
                 *self.spatial_sigmas,
                 *self.coarse_sigmas,
+                *self.coarse_lowrank_sigmas,
                 self.residual_sigma,
                 4.0,
             )
@@ -504,7 +536,10 @@ class PriorMixture(nn.Module):
         fine = torch.softmax(logits[:, :, : self.n_candidates], dim=2)
         if not self.n_coarse:
             return fine
-        return torch.cat([fine, torch.softmax(logits[:, :, self.n_candidates :], dim=2)], dim=2)
+        coarse = logits[:, :, self.n_candidates :]
+        if self.coarse_weights == "uniform":
+            coarse = torch.zeros_like(coarse)  # equal weights, not trained
+        return torch.cat([fine, torch.softmax(coarse, dim=2)], dim=2)
 
     def _operators(
         self, hw: tuple[int, int], guide: Tensor | None, device, dtype
@@ -524,7 +559,8 @@ class PriorMixture(nn.Module):
                 guided.append((op, op.diagonal))
         low = [gaussian(s) for s in self.lowrank_sigmas] + guided
         raw = [gaussian(s) for s in self.spatial_sigmas] + guided
-        coarse = [gaussian(s) for s in self.coarse_sigmas] + (guided if self.n_coarse else [])
+        coarse = [gaussian(s) for s in (*self.coarse_lowrank_sigmas, *self.coarse_sigmas)]
+        coarse += guided if self.n_coarse else []
         return low, raw, coarse
 
     def mix(
@@ -622,7 +658,7 @@ class PriorMixture(nn.Module):
                 if d_res is not None:
                     gamma = gamma - weights[:, :, :n_lr].sum(dim=2) * d_res
                 est = self._coarse(
-                    c, est, weights_all, coarse_ops, band, gamma, fill, own_weight, pixels
+                    c, z, est, weights_all, coarse_ops, band, gamma, fill, own_weight, pixels
                 )
             return est[:, None]
         bi, _, ei, yi, xi = mask.nonzero(as_tuple=True)
@@ -669,6 +705,7 @@ class PriorMixture(nn.Module):
     def _coarse(
         self,
         c: Tensor,
+        z: Tensor,
         est: Tensor,
         weights: Tensor,
         ops: list,
@@ -689,13 +726,31 @@ class PriorMixture(nn.Module):
         e = c.shape[1]
         cmat, q = self._coarse_operators(e, band, c.device, c.dtype)
         w = weights[:, :, self.n_candidates :]
+        n_cl = self.n_coarse_lowrank
+        low_ops, raw_ops = ops[:n_cl], ops[n_cl:]
         wb = w[:, band]  # (B, E, n_coarse, Y, X)
         b = torch.zeros_like(c)
-        for j, (spread, _) in enumerate(ops):
-            b = b + spread(wb[:, :, j] * c)
-        own_b = own_weight(w, ops)[:, band]  # (B, E, Y, X)
-        beta = torch.einsum("bgyx,ge->beyx", gamma, q)
-        own = torch.diagonal(cmat).view(1, e, 1, 1) * own_b - beta
+        for j, (spread, _) in enumerate(raw_ops):
+            b = b + spread(wb[:, :, n_cl + j] * c)
+        cdiag = torch.diagonal(cmat).view(1, e, 1, 1)
+        own = cdiag * own_weight(w[:, :, n_cl:], raw_ops)[:, band]
+        delta = -gamma  # per band: weight of the own abundances, through Q
+        if n_cl:
+            # low-rank candidates of the coarse path: spread abundances, band by band
+            vd = self.basis * self.channel_scale[:, None]
+            parts = []
+            for g, (lo, hi) in enumerate(self._band_edges(e)):
+                zc = torch.zeros_like(z)
+                for j, (spread, _) in enumerate(low_ops):
+                    zc = zc + spread(w[:, g, j : j + 1] * z)
+                parts.append(torch.einsum("ek,bkyx->beyx", vd[lo:hi], zc))
+            b = b + torch.cat(parts, dim=1)
+            own_low = own_weight(w[:, :, :n_cl], low_ops)  # (B, G, Y, X)
+            diag_p = (self.basis**2).sum(dim=1).view(1, e, 1, 1)
+            own = own + cdiag * diag_p * own_low[:, band]
+            delta = delta + own_low
+        beta = -torch.einsum("bgyx,ge->beyx", delta, q)
+        own = own - beta
         if pixels is None:
             smoothed = torch.matmul(cmat, (b - est).flatten(2)).view_as(est)
             return est + smoothed + own * (fill - c)
