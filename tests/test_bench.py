@@ -258,3 +258,19 @@ def test_ablation_script_splits_options_and_prints_rows(small_phantoms, capsys):
     assert len(rows) == 2 and "residual_sigma=4" in rows[1]
     cells = rows[1].split("|")
     assert float(cells[3]) != 0.0 and 0.9 < float(cells[5]) < 1.1
+
+
+def test_basis_script_exact_basis_not_worse_than_randomised(small_phantoms, capsys):
+    """The exact principal spectra score at least as well as the randomised SVD's."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import ablation_basis
+
+    rows = ablation_basis.run([CASE], [4, 8], "test")
+    assert len(rows) == 4 and f"| {CASE} | 8 | exact |" in capsys.readouterr().out
+    by = {(k, label): (cube, maps) for _, k, label, cube, maps in rows}
+    for k in (4, 8):
+        assert by[(k, "exact")][0] > 3.0  # a real improvement over the raw cube
+        assert by[(k, "exact")][0] >= by[(k, "svd_lowrank")][0] - 0.05
