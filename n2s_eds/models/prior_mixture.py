@@ -285,7 +285,9 @@ class PriorMixture(nn.Module):
     ):
         super().__init__()
         if coarse_weights not in ("learned", "uniform"):
-            raise ValueError(f"coarse_weights must be 'learned' or 'uniform', got {coarse_weights!r}")
+            raise ValueError(
+                f"coarse_weights must be 'learned' or 'uniform', got {coarse_weights!r}"
+            )
         self.coarse_weights = coarse_weights
         if coarse_ev < 0:
             raise ValueError(f"coarse_ev must be >= 0 (eV), got {coarse_ev}")
