@@ -252,3 +252,41 @@ def test_blind_forward_estimates_exclude_own_pixel_from_weights():
     with torch.no_grad():
         a, b = net(x), net(x2)
     assert abs(float(a[0, 0, e, y, xx] - b[0, 0, e, y, xx])) < 1e-3
+
+
+@pytest.mark.parametrize("shape", [(40, 300), (300, 40)])
+def test_leading_vectors_are_the_exact_singular_subspace(shape, monkeypatch):
+    """The basis is the exact leading singular subspace, also when LAPACK's eigh fails."""
+    from n2s_eds.models import prior_mixture as pm
+
+    g = torch.Generator().manual_seed(0)
+    low = torch.randn(shape[0], 5, generator=g) @ torch.randn(5, shape[1], generator=g)
+    m = low + 0.1 * torch.randn(*shape, generator=g)
+    ref = torch.linalg.svd(m.double(), full_matrices=False)[0][:, :5]
+
+    def same_subspace(u):
+        proj = ref @ (ref.T @ u.double())
+        return float((proj - u.double()).norm() / u.double().norm())
+
+    assert same_subspace(pm._leading_left_vectors(m, 5)) < 1e-6
+
+    def failing_eigh(*args, **kwargs):
+        raise torch.linalg.LinAlgError("failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing_eigh)
+    assert same_subspace(pm._leading_left_vectors(m, 5)) < 1e-6
+
+
+def test_adapt_with_mostly_empty_channels():
+    """A cube whose channels are mostly empty (the SiO2 file: 1287 of 1980) still adapts."""
+    cube, truth = low_rank_cube(e=96)
+    cube = cube.copy()
+    cube[::3] = 0.0
+    cube[1::3] = 0.0
+    net = PriorMixture()
+    net.adapt(torch.from_numpy(cube))
+    gram = net.basis.T @ net.basis
+    torch.testing.assert_close(gram, torch.eye(net.rank), atol=1e-4, rtol=0)
+    with torch.no_grad():
+        out = net(torch.from_numpy(cube)[None, None])[0, 0].numpy()
+    assert np.all(np.isfinite(out))

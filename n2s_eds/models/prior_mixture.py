@@ -140,14 +140,19 @@ def _leading_left_vectors(m: Tensor, k: int) -> Tensor:
             u, _, _ = torch.svd_lowrank(m, q=min(2 * k + 16, e, n), niter=16)
         return u[:, :k]
     md = m.to(torch.float64)
-    if e <= n:
-        _, vec = torch.linalg.eigh(md @ md.T)
-        u = vec[:, -k:].flip(1)
-    else:
-        val, vec = torch.linalg.eigh(md.T @ md)
-        w = vec[:, -k:].flip(1)
-        sv = torch.sqrt(val[-k:].flip(0).clamp_min(1e-30))
-        u = (md @ w) / sv
+    try:
+        if e <= n:
+            _, vec = torch.linalg.eigh(md @ md.T)
+            u = vec[:, -k:].flip(1)
+        else:
+            val, vec = torch.linalg.eigh(md.T @ md)
+            w = vec[:, -k:].flip(1)
+            sv = torch.sqrt(val[-k:].flip(0).clamp_min(1e-30))
+            u = (md @ w) / sv
+    except torch.linalg.LinAlgError:
+        # LAPACK's eigh can fail on Gram matrices with many repeated (zero) eigenvalues,
+        # e.g. a cube with empty channels; the SVD of the matrix itself does not
+        u = torch.linalg.svd(md, full_matrices=False)[0][:, :k]
     return u.to(m.dtype)
 
 
