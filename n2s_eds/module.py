@@ -58,9 +58,13 @@ class N2SModule(L.LightningModule):
         ``window_channels`` channels (stride half a window), divided by the
         window length. Element maps are such sums, so this term scores what
         the maps see (errors that add up coherently along energy) and not only
-        single voxels. With whole-spectrum masks the estimate of a hidden pixel
-        does not depend on any of its counts, so the term is an unbiased
-        estimate of the windowed error plus a constant, like the voxel loss.
+        single voxels. The term is an unbiased estimate of the windowed error
+        (plus a constant) only if the estimate of a hidden voxel uses none of
+        the hidden pixel's counts in the same window. ``PriorMixture`` does use
+        them, slightly, through the projection of the pixel's own spectrum (the
+        voxel loss allows it: only the voxel's own count is excluded), so the
+        term is biased towards copying those counts; with the coarse path's
+        0 px candidate it collapsed (``benchmarks/results/ablation_2026-12-01.md``).
         0 (the default) leaves it out.
     window_channels : int
         Length of those energy windows, in channels.
