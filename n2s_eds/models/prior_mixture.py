@@ -722,13 +722,15 @@ class PriorMixture(nn.Module):
         own_weight,
         pixels: Tensor | None = None,
     ) -> Tensor:
-        """Replace the coarse energy content of ``est`` by that of the raw counts, smoothed.
+        """Replace the coarse energy content of ``est`` by that of the coarse mixture ``b``.
 
         ``est + C (b - est)``: ``C`` smooths along energy with a Gaussian of ``coarse_ev``
-        (about a peak's width, what element maps integrate), ``b`` spreads each pixel's
-        raw counts with its own coarse-path weights (no spectral prior, so no bias of
-        the energy windows), and the fine structure comes from ``est``. The own count of
-        every voxel is taken out of the result as in :meth:`mix` (J-invariance).
+        (about a peak's width, what element maps integrate); ``b`` spreads each pixel's
+        raw counts (``coarse_sigmas``, guided filters) and low-rank spectra
+        (``coarse_lowrank_sigmas``) with the coarse-path weights; the fine structure
+        comes from ``est``. The own count of every voxel is taken out of the result as
+        in :meth:`mix` (J-invariance), including what ``C`` brings back of it through the
+        projection of the pixel's own spectrum.
         """
         e = c.shape[1]
         cmat, q = self._coarse_operators(e, band, c.device, c.dtype)
