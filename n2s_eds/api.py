@@ -407,6 +407,11 @@ class Denoiser:
         """The energy bins (set in eV by ``bin_ev``) of a signal's processing window."""
         return energy_binning(window.n_channels, channel_width_ev(signal), self.options["bin_ev"])
 
+    @staticmethod
+    def _net_channel_ev(signal: Any, binning: EnergyBinning) -> float:
+        """Width in eV of one channel of the cube the network sees (after binning)."""
+        return channel_width_ev(signal) * binning.factor
+
     def _train_cube(self, signal: Any, haadf: Any) -> PreparedCube:
         if not getattr(signal, "_lazy", False):
             return prepare_cube(
@@ -459,7 +464,7 @@ class Denoiser:
         module = self._new_module(guided)
         cube_t = torch.from_numpy(counts)
         guide_t = None if prepared.guide is None else torch.from_numpy(prepared.guide)
-        module.adapt(cube_t, guide_t, channel_ev=channel_width_ev(signal) * binning.factor)
+        module.adapt(cube_t, guide_t, channel_ev=self._net_channel_ev(signal, binning))
         losses: list[float] = []
         if opts["steps"] > 0:
             dm = CubeDataModule(
@@ -567,7 +572,7 @@ class Denoiser:
         t0 = time.perf_counter()
         binning = self._binning(signal, prepared.window)
         counts = bin_energy(prepared.cube, binning)
-        net.adapt(torch.from_numpy(counts), channel_ev=channel_width_ev(signal) * binning.factor)
+        net.adapt(torch.from_numpy(counts), channel_ev=self._net_channel_ev(signal, binning))
         out = predict_cube(
             net,
             counts,
@@ -623,7 +628,7 @@ class Denoiser:
         region = signal_to_cube(src[ys, xs, window.slice].compute())
         net.adapt(
             torch.from_numpy(bin_energy(region, binning)),
-            channel_ev=channel_width_ev(signal) * binning.factor,
+            channel_ev=self._net_channel_ev(signal, binning),
         )
         profile = _profile(region, 0)
         del region

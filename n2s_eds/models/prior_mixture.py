@@ -528,8 +528,9 @@ class PriorMixture(nn.Module):
         low-rank spectrum (``lowrank_sigmas``, then the guided filters when a
         guide is used), the next ones its raw spectrum (``spatial_sigmas``, then
         the guided filters); these ``n_candidates`` weights sum to 1. With
-        ``coarse_ev > 0``, the last ``n_coarse`` weights (``coarse_sigmas``,
-        then the guided filters) are those of the coarse path and sum to 1 too.
+        ``coarse_ev > 0``, the last ``n_coarse`` weights (``coarse_lowrank_sigmas``,
+        ``coarse_sigmas``, then the guided filters) are those of the coarse path
+        and sum to 1 too.
         """
         self._check_ready(counts.shape[2])
         c = counts[:, 0]
@@ -618,22 +619,9 @@ class PriorMixture(nn.Module):
         low_ops, raw_ops, coarse_ops = self._operators(hw, guide, c.device, c.dtype)
         band = self._band_of_channel(e, c.device)
         # low-rank part: per band, spread the abundances (K channels: cheap)
-        zsum = []  # per band (B, K, Y, X)
-        for g in range(self.n_bands):
-            acc = torch.zeros_like(z)
-            for i, (spread, _) in enumerate(low_ops):
-                acc = acc + spread(weights[:, g, i : i + 1] * z)
-            zsum.append(acc)
-        zsum_t = torch.stack(zsum, dim=1)  # (B, G, K, Y, X)
-
-        def own_weight(w: Tensor, ops: list) -> Tensor:
-            if not ops:
-                return torch.zeros_like(w[:, :, 0])
-            diag = torch.stack([d.expand(w.shape[0], *hw) for _, d in ops], dim=1)
-            return torch.einsum("bgcyx,bcyx->bgyx", w, diag)
-
-        own_lr = own_weight(weights[:, :, :n_lr], low_ops)
-        own_sp = own_weight(weights[:, :, n_lr:], raw_ops)
+        zsum_t = self._spread_abundances(z, weights, low_ops)  # (B, G, K, Y, X)
+        own_lr = self._own_weight(weights[:, :, :n_lr], low_ops)
+        own_sp = self._own_weight(weights[:, :, n_lr:], raw_ops)
         diag_p = (self.basis**2).sum(dim=1)  # (E,) own-channel weight of the projection
         fill = self._neighbour_mean(c)
         vd = self.basis * self.channel_scale[:, None]  # (E, K)
@@ -647,13 +635,7 @@ class PriorMixture(nn.Module):
             d_res = smoothing_diagonal(hw, self.residual_sigma, c.device, c.dtype)
             own_res = w_lr * d_res * (1.0 - diag_p).view(1, e, 1, 1)  # (B, E, Y, X)
         if mask is None:
-            out = torch.cat(  # band by band: no (B, E, K, Y, X) intermediate
-                [
-                    torch.einsum("ek,bkyx->beyx", vd[lo:hi], zsum_t[:, g])
-                    for g, (lo, hi) in enumerate(self._band_edges(e))
-                ],
-                dim=1,
-            )
+            out = self._band_spectra(vd, zsum_t)
             for j, (spread, _) in enumerate(raw_ops):
                 out = out + spread(w_sp[:, :, j] * c)
             own = own_lr[:, band] * diag_p.view(1, e, 1, 1) + own_sp[:, band]
@@ -664,9 +646,7 @@ class PriorMixture(nn.Module):
                 gamma = own_lr  # (B, G, Y, X): own pixel's weight on its own abundances
                 if d_res is not None:
                     gamma = gamma - weights[:, :, :n_lr].sum(dim=2) * d_res
-                est = self._coarse(
-                    c, z, est, weights_all, coarse_ops, band, gamma, fill, own_weight, pixels
-                )
+                est = self._coarse(c, z, est, weights_all, coarse_ops, band, gamma, fill, pixels)
             return est[:, None]
         bi, _, ei, yi, xi = mask.nonzero(as_tuple=True)
         gi = band[ei]
@@ -679,6 +659,37 @@ class PriorMixture(nn.Module):
             out = out + res[bi, ei, yi, xi]
             own_v = own_v + own_res[bi, ei, yi, xi]
         return out + own_v * (fv - cv)
+
+    def _spread_abundances(self, z: Tensor, w: Tensor, ops: list) -> Tensor:
+        """Per band, the abundances (B, K, Y, X) spread by ``ops`` with the weights
+        ``w[:, g, i]`` of candidate ``i``: (B, G, K, Y, X)."""
+        zsum = []
+        for g in range(self.n_bands):
+            acc = torch.zeros_like(z)
+            for i, (spread, _) in enumerate(ops):
+                acc = acc + spread(w[:, g, i : i + 1] * z)
+            zsum.append(acc)
+        return torch.stack(zsum, dim=1)
+
+    def _band_spectra(self, vd: Tensor, zsum: Tensor) -> Tensor:
+        """Spectra (B, E, Y, X) of per-band abundances (B, G, K, Y, X), each band from its
+        own abundances (band by band: no (B, E, K, Y, X) intermediate)."""
+        e = vd.shape[0]
+        parts = [
+            torch.einsum("ek,bkyx->beyx", vd[lo:hi], zsum[:, g])
+            for g, (lo, hi) in enumerate(self._band_edges(e))
+        ]
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def _own_weight(w: Tensor, ops: list) -> Tensor:
+        """Each pixel's weight on itself, (B, G, Y, X), of candidates ``ops`` mixed by ``w``
+        (B, G, n, Y, X)."""
+        if not ops:
+            return torch.zeros_like(w[:, :, 0])
+        hw = w.shape[-2:]
+        diag = torch.stack([d.expand(w.shape[0], *hw) for _, d in ops], dim=1)
+        return torch.einsum("bgcyx,bcyx->bgyx", w, diag)
 
     def _coarse_operators(self, e: int, band: Tensor, device, dtype) -> tuple[Tensor, Tensor]:
         """The coarse path's energy filter ``C`` (E, E) and its own-count weights ``Q`` (G, E).
@@ -719,7 +730,6 @@ class PriorMixture(nn.Module):
         band: Tensor,
         gamma: Tensor,
         fill: Tensor,
-        own_weight,
         pixels: Tensor | None = None,
     ) -> Tensor:
         """Replace the coarse energy content of ``est`` by that of the coarse mixture ``b``.
@@ -742,19 +752,13 @@ class PriorMixture(nn.Module):
         for j, (spread, _) in enumerate(raw_ops):
             b = b + spread(wb[:, :, n_cl + j] * c)
         cdiag = torch.diagonal(cmat).view(1, e, 1, 1)
-        own = cdiag * own_weight(w[:, :, n_cl:], raw_ops)[:, band]
+        own = cdiag * self._own_weight(w[:, :, n_cl:], raw_ops)[:, band]
         delta = -gamma  # per band: weight of the own abundances, through Q
         if n_cl:
             # low-rank candidates of the coarse path: spread abundances, band by band
             vd = self.basis * self.channel_scale[:, None]
-            parts = []
-            for g, (lo, hi) in enumerate(self._band_edges(e)):
-                zc = torch.zeros_like(z)
-                for j, (spread, _) in enumerate(low_ops):
-                    zc = zc + spread(w[:, g, j : j + 1] * z)
-                parts.append(torch.einsum("ek,bkyx->beyx", vd[lo:hi], zc))
-            b = b + torch.cat(parts, dim=1)
-            own_low = own_weight(w[:, :, :n_cl], low_ops)  # (B, G, Y, X)
+            b = b + self._band_spectra(vd, self._spread_abundances(z, w, low_ops))
+            own_low = self._own_weight(w[:, :, :n_cl], low_ops)  # (B, G, Y, X)
             diag_p = (self.basis**2).sum(dim=1).view(1, e, 1, 1)
             own = own + cdiag * diag_p * own_low[:, band]
             delta = delta + own_low
