@@ -272,6 +272,17 @@ class Denoiser:
         ``autoencoder3d``.
     lr : float
         Adam learning rate.
+    holdout : float
+        Fraction of the scan's pixels (drawn at random with ``seed``) that are
+        never training targets. Every ``val_every`` steps, and before the first,
+        the network predicts their hidden spectra (as in training, from the
+        other pixels and their own other channels); the weights that scored
+        best are kept, and training stops after ``patience`` scores without a
+        gain. A network fitted to a noisy cube can fit its noise; the held-out
+        pixels' counts are not in the fit, so their score measures the error
+        against the expected counts. 0 trains all pixels for ``steps`` steps.
+    val_every, patience : int
+        Steps between held-out scores; scores without a gain before stopping.
     low_kev, high_kev : float
         Processing window in keV; channels outside it are returned unchanged.
         The upper edge is lowered to the beam energy when that is lower.
@@ -329,6 +340,9 @@ class Denoiser:
         window_loss: float = 0.0,
         window_channels: int = 16,
         lr: float = 1e-3,
+        holdout: float = 0.1,
+        val_every: int = 25,
+        patience: int = 4,
         low_kev: float = 0.2,
         high_kev: float | None = 20.0,
         bin_ev: float | None = None,
@@ -352,6 +366,12 @@ class Denoiser:
             raise InvalidInputError(f"mask_rate must lie in (0, 1), got {mask_rate}")
         if int(steps) < 0:
             raise InvalidInputError(f"steps must be >= 0, got {steps}")
+        if not 0 <= holdout < 1:
+            raise InvalidInputError(f"holdout must lie in [0, 1), got {holdout}")
+        if int(val_every) < 1 or int(patience) < 1:
+            raise InvalidInputError(
+                f"val_every and patience must be >= 1, got {val_every}, {patience}"
+            )
         energy_binning(1, 1.0, bin_ev)  # checks bin_ev
         if energy_patch == "auto":
             energy_patch = None if model == "prior_mixture" else 128
@@ -371,6 +391,9 @@ class Denoiser:
             "window_loss": float(window_loss),
             "window_channels": int(window_channels),
             "lr": float(lr),
+            "holdout": float(holdout),
+            "val_every": int(val_every),
+            "patience": int(patience),
             "low_kev": float(low_kev),
             "high_kev": None if high_kev is None else float(high_kev),
             "bin_ev": None if bin_ev is None else float(bin_ev),
@@ -464,18 +487,39 @@ class Denoiser:
         module = self._new_module(guided)
         cube_t = torch.from_numpy(counts)
         guide_t = None if prepared.guide is None else torch.from_numpy(prepared.guide)
-        module.adapt(cube_t, guide_t, channel_ev=self._net_channel_ev(signal, binning))
+        module.adapt(cube_t, guide_t, channel_ev=self._net_channel_ev(signal, binning), init=True)
         losses: list[float] = []
+        held_out = self._held_out(counts.shape[1:]) if opts["steps"] > 0 else None
+        selection = None
         if opts["steps"] > 0:
+            callbacks: list[L.Callback] = [_LossRecorder(losses)]
+            if held_out is not None:
+                selection = _HeldOutSelection(
+                    counts,
+                    prepared.guide,
+                    truth,
+                    held_out,
+                    every=opts.get("val_every", 25),
+                    patience=opts.get("patience", 4),
+                    seed=self.seed,
+                )
+                callbacks.append(selection)
             dm = CubeDataModule(
-                samples=[CubeSample(counts, prepared.guide, truth)],
+                samples=[
+                    CubeSample(
+                        counts,
+                        prepared.guide,
+                        truth,
+                        trainable=None if held_out is None else ~held_out,
+                    )
+                ],
                 patch_size=opts["patch_size"],
                 energy_patch=opts["energy_patch"],
                 batch_size=opts["batch_size"],
                 train_patches=opts["steps"] * opts["batch_size"],
                 seed=self.seed,
             )
-            self._train(module, dm, opts["steps"], callbacks=[_LossRecorder(losses)])
+            self._train(module, dm, opts["steps"], callbacks=callbacks)
         self.net = module.net.cpu().eval()
         self.guided = guided
         self.history = {
@@ -484,7 +528,21 @@ class Denoiser:
             "final_loss": float(np.mean(losses[-20:])) if losses else None,
             "loss_curve": losses,
         }
+        if selection is not None:
+            self.history["held_out_curve"] = selection.curve
+            self.history["best_step"] = selection.best_step
         return self
+
+    def _held_out(self, scan: tuple[int, int]) -> np.ndarray | None:
+        """(Y, X) booleans of the pixels held out of training (``None`` for none)."""
+        frac = self.options.get("holdout", 0.0)
+        n = int(round(frac * scan[0] * scan[1]))
+        if n < 1:
+            return None
+        rng = np.random.default_rng([self.seed, 0x401D])
+        flat = np.zeros(scan[0] * scan[1], dtype=bool)
+        flat[rng.choice(flat.size, n, replace=False)] = True
+        return flat.reshape(scan)
 
     @staticmethod
     def _target_array(signal: Any, target: Any) -> np.ndarray:
@@ -838,6 +896,92 @@ class Denoiser:
         den.guided = bool(desc["guided"])
         den.history = dict(desc.get("training", {}))
         return den
+
+
+class _HeldOutSelection(L.Callback):
+    """Score the held-out pixels every ``every`` steps; keep the best weights, stop early.
+
+    The held-out pixels' spectra are hidden exactly as in training and predicted;
+    those pixels are never training targets (``CubeSample.trainable``), so the
+    squared error of the predictions against their counts (or the target, when
+    given) measures the network on data it was not fitted to. Later weights
+    replace the kept ones only when their error is lower by more than
+    :data:`HELD_OUT_Z` standard errors of the voxel-wise difference: a
+    flat, noisy score keeps the earlier, simpler network.
+    """
+
+    def __init__(
+        self,
+        counts: np.ndarray,
+        guide: np.ndarray | None,
+        target: np.ndarray | None,
+        held_out: np.ndarray,
+        every: int,
+        patience: int,
+        seed: int,
+    ):
+        self.batch = {"counts": torch.from_numpy(np.ascontiguousarray(counts))[None, None]}
+        if guide is not None:
+            self.batch["guide"] = torch.from_numpy(np.ascontiguousarray(guide))[None, None]
+        if target is not None:
+            self.batch["target"] = torch.from_numpy(np.ascontiguousarray(target))[None, None]
+        self.mask = torch.from_numpy(held_out)[None, None, None].expand_as(self.batch["counts"])
+        self.every, self.patience, self.seed = int(every), int(patience), int(seed)
+        #: [step, mean squared error of the held-out voxels] of every score
+        self.curve: list[list[float]] = []
+        self.best_step = 0
+        self._best: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+        self._waited = 0
+
+    def _errors(self, module: N2SModule) -> torch.Tensor:
+        """Squared errors of ``module``'s estimates of the held-out voxels (float64)."""
+        dev = module.device
+        batch = {k: v.to(dev) for k, v in self.batch.items()}
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(self.seed)
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            pred, ref = module.hidden_estimates(batch, self.mask.to(dev), generator=gen)
+        module.train(was_training)
+        return (pred.double() - ref.double()).pow(2).cpu()
+
+    def _score(self, trainer, module) -> None:
+        step = int(trainer.global_step)
+        if self.curve and self.curve[-1][0] == step:
+            return
+        err = self._errors(module)
+        self.curve.append([step, float(err.mean())])
+        if self._best is None:
+            better = True
+        else:
+            diff = err - self._best[0]
+            se = float(diff.std()) / max(1.0, diff.numel()) ** 0.5
+            better = float(diff.mean()) < -HELD_OUT_Z * se
+        if better:
+            state = {k: v.detach().clone() for k, v in module.net.state_dict().items()}
+            self._best, self.best_step, self._waited = (err, state), step, 0
+        else:
+            self._waited += 1
+            if self._waited >= self.patience:
+                trainer.should_stop = True
+
+    def on_train_start(self, trainer, pl_module):
+        self._score(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every == 0:
+            self._score(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self._score(trainer, pl_module)
+        if self._best is not None:
+            pl_module.net.load_state_dict(self._best[1])
+
+
+#: Standard errors by which a later held-out score must beat the kept one (see
+#: :class:`_HeldOutSelection`).
+HELD_OUT_Z = 2.0
 
 
 class _LossRecorder(L.Callback):

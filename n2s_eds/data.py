@@ -71,6 +71,9 @@ class CubeSample:
     ``target`` (E, Y, X), when given, holds the expected counts the network is
     trained against instead of the counts themselves (the supervised
     reference of the benchmark, for simulated data whose truth is known).
+    ``trainable`` (Y, X) booleans, when given, are the pixels whose counts may
+    be training targets; the others are held out (they still feed their
+    neighbours' estimates) to score the network on data it was not fitted to.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class CubeSample:
         counts: np.ndarray,
         guide: np.ndarray | None = None,
         target: np.ndarray | None = None,
+        trainable: np.ndarray | None = None,
     ):
         counts = np.asarray(counts, dtype=np.float32)
         if counts.ndim != 3:
@@ -94,9 +98,16 @@ class CubeSample:
                 raise ValueError(
                     f"target shape {target.shape} does not match the counts {counts.shape}"
                 )
+        if trainable is not None:
+            trainable = np.asarray(trainable, dtype=bool)
+            if trainable.shape != counts.shape[1:]:
+                raise ValueError(
+                    f"trainable shape {trainable.shape} does not match the scan {counts.shape[1:]}"
+                )
         self.counts = counts
         self.guide = guide
         self.target = target
+        self.trainable = trainable
 
 
 class PatchDataset(Dataset):
@@ -138,6 +149,8 @@ class PatchDataset(Dataset):
             raise ValueError("either every cube has a guide image or none has")
         if len({s.target is not None for s in samples}) != 1:
             raise ValueError("either every cube has a target or none has")
+        if len({getattr(s, "trainable", None) is not None for s in samples}) != 1:
+            raise ValueError("either every cube has trainable pixels set or none has")
         self.samples = list(samples)
         self.patch_size = int(patch_size)
         self.energy_patch = energy_patch
@@ -176,6 +189,9 @@ class PatchDataset(Dataset):
         if sample.target is not None:
             target = sample.target[e0 : e0 + pe, y0 : y0 + py, x0 : x0 + px]
             item["target"] = torch.from_numpy(np.ascontiguousarray(target))[None]
+        if getattr(sample, "trainable", None) is not None:
+            keep = sample.trainable[y0 : y0 + py, x0 : x0 + px]
+            item["trainable"] = torch.from_numpy(np.ascontiguousarray(keep))[None]
         return item
 
 

@@ -20,7 +20,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from .losses import masked_mse, masked_poisson_nll
-from .masking import BernoulliMasker
+from .masking import BernoulliMasker, replace_masked
 
 __all__ = ["N2SModule", "LOSSES"]
 
@@ -111,21 +111,29 @@ class N2SModule(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if not self._adapted and dm is not None and hasattr(dm, "adapt_data"):
             cube, guide = dm.adapt_data()
-            self.adapt(cube, guide, channel_ev=getattr(dm, "channel_ev", None))
+            # a resumed run loads its trained weights after setup: the start is then replaced
+            self.adapt(cube, guide, channel_ev=getattr(dm, "channel_ev", None), init=stage == "fit")
 
     def adapt(
-        self, cube: Tensor, guide: Tensor | None = None, channel_ev: float | None = None
+        self,
+        cube: Tensor,
+        guide: Tensor | None = None,
+        channel_ev: float | None = None,
+        init: bool = False,
     ) -> None:
         """Set the network's per-cube data from a (E, Y, X) count cube.
 
         ``channel_ev`` is the width of one channel of ``cube`` in eV, when known.
+        With ``init=True`` (before training from scratch), a network that has an
+        ``init_weights(cube, guide)`` method also sets its starting weights from the
+        cube (see :meth:`n2s_eds.models.PriorMixture.init_weights`).
         """
+        cube = cube.to(self.device)
+        guide = None if guide is None else guide.to(self.device)
         if hasattr(self.net, "adapt"):
-            self.net.adapt(
-                cube.to(self.device),
-                None if guide is None else guide.to(self.device),
-                channel_ev=channel_ev,
-            )
+            self.net.adapt(cube, guide, channel_ev=channel_ev)
+        if init and hasattr(self.net, "init_weights"):
+            self.net.init_weights(cube, guide)
         self._adapted = True
 
     def _inputs(self, counts: Tensor, guide: Tensor | None) -> Tensor:
@@ -136,31 +144,63 @@ class N2SModule(L.LightningModule):
         e = counts.shape[2]
         return torch.cat([counts, guide[:, :, None].expand(-1, -1, e, -1, -1)], dim=1)
 
-    def masked_loss(self, batch: dict[str, Tensor], generator=None) -> Tensor:
+    def masked_loss(
+        self, batch: dict[str, Tensor], generator=None, mask: Tensor | None = None
+    ) -> Tensor:
         """Hide voxels, predict them, and return the loss on the hidden ones.
 
         The hidden voxels are scored against their counts, or, when the batch
         holds a ``"target"`` (expected counts, known for simulated data),
         against it: the same network, masks and estimates trained with
         supervision, the upper bound that Noise2Self training approaches.
+        When the batch holds ``"trainable"`` ((B, 1, Y, X) booleans), only
+        those pixels are hidden: the others (held out to choose the stopping
+        step, see :class:`n2s_eds.api.Denoiser`) are never training targets.
+        ``mask`` (boolean, shaped like the counts) hides exactly those voxels
+        instead of a random draw (the held-out score).
         """
         counts = batch["counts"]
+        if mask is None:
+            masked, mask = self.masker(counts, generator=generator)
+            trainable = batch.get("trainable")
+            if trainable is not None:
+                keep = mask & trainable[:, :, None].to(torch.bool)
+                masked = torch.where(mask & ~keep, counts, masked)
+                mask = keep
+        else:
+            masked = replace_masked(counts, mask, self.masker.replacement, generator=generator)
+        return self._loss_at(batch, masked, mask)
+
+    def _loss_at(self, batch: dict[str, Tensor], masked: Tensor, mask: Tensor) -> Tensor:
+        if not bool(mask.any()):  # nothing hidden in this batch: a zero that keeps the graph
+            return sum(p.sum() for p in self.net.parameters()) * 0.0
+        pred, target = self._predict_hidden(batch, masked, mask)
+        loss = self.loss_fn(pred, target, torch.ones_like(target, dtype=torch.bool))
+        if self.hparams.get("window_loss", 0.0) > 0:
+            loss = loss + self.hparams.window_loss * self._window_error(pred - target, mask)
+        return loss
+
+    def _predict_hidden(
+        self, batch: dict[str, Tensor], masked: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Estimates of the hidden voxels and their reference, both 1-D (``mask`` order)."""
+        counts = batch["counts"]
         reference = batch.get("target", counts)
-        masked, mask = self.masker(counts, generator=generator)
         inputs = self._inputs(masked, batch.get("guide"))
         if getattr(self.net, "supports_masked_forward", False):
             original = self._inputs(counts, batch.get("guide"))
             pred = self.net(original, mask, masked=inputs)
-            target = reference[mask]
-            loss = self.loss_fn(pred, target, torch.ones_like(target, dtype=torch.bool))
-            resid = pred - target
         else:
-            out = self.net(inputs)
-            loss = self.loss_fn(out, reference, mask)
-            resid = (out - reference)[mask]
-        if self.hparams.get("window_loss", 0.0) > 0:
-            loss = loss + self.hparams.window_loss * self._window_error(resid, mask)
-        return loss
+            pred = self.net(inputs)[mask]
+        return pred, reference[mask]
+
+    def hidden_estimates(
+        self, batch: dict[str, Tensor], mask: Tensor, generator=None
+    ) -> tuple[Tensor, Tensor]:
+        """Estimates of exactly the voxels of ``mask`` (hidden as in training) and their
+        reference (the counts, or the batch's ``"target"``), both 1-D in ``mask`` order."""
+        masked = replace_masked(batch["counts"], mask, self.masker.replacement, generator=generator)
+        return self._predict_hidden(batch, masked, mask)
 
     def _window_error(self, resid: Tensor, mask: Tensor) -> Tensor:
         """Mean squared sum of hidden residuals over sliding energy windows, per channel."""

@@ -452,7 +452,7 @@ def test_fit_against_the_truth_gives_the_supervised_bound(small_phantom):
     def mse(out):
         return float(np.mean((out.data[..., win] - truth.data[..., win]) ** 2))
 
-    opts = {"steps": 40, "progress": False, "seed": 1}
+    opts = {"steps": 40, "progress": False, "seed": 1, "holdout": 0.0}  # every step trained
     supervised = Denoiser(**opts).fit(noisy, target=truth)
     self_supervised = Denoiser(**opts).fit(noisy)
     assert supervised.history["final_loss"] < self_supervised.history["final_loss"]
@@ -479,3 +479,86 @@ def test_a_bad_target_is_refused_before_training(small_phantom, monkeypatch, tar
         Denoiser(**FAST).fit(small_phantom.noisy, target=target)
     with pytest.raises(InvalidInputError, match="eager"):
         Denoiser(**FAST).fit(small_phantom.noisy.as_lazy(), target=data)
+
+
+def _rising_then(monkeypatch, values):
+    """Held-out errors that follow ``values`` (each score a clear step from the last)."""
+    from n2s_eds import api
+
+    noise = torch.rand(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    scores = iter(values)
+    monkeypatch.setattr(
+        api._HeldOutSelection, "_errors", lambda self, module: next(scores) + 1e-3 * noise
+    )
+
+
+def test_held_out_score_keeps_the_best_weights_and_stops(small_phantom, monkeypatch):
+    opts = {"progress": False, "seed": 2, "val_every": 5, "patience": 2}
+    start = Denoiser(steps=0, **opts).fit(small_phantom.noisy)
+    _rising_then(monkeypatch, np.linspace(1.0, 2.0, 50))  # every later score is worse
+    den = Denoiser(steps=60, **opts).fit(small_phantom.noisy)
+    assert den.history["best_step"] == 0
+    assert [int(s) for s, _ in den.history["held_out_curve"]] == [0, 5, 10]
+    assert len(den.history["loss_curve"]) == 10  # stopped after 2 scores without a gain
+    for name, value in start.net.state_dict().items():
+        torch.testing.assert_close(den.net.state_dict()[name], value)
+
+
+def test_held_out_score_that_falls_trains_every_step(small_phantom, monkeypatch):
+    _rising_then(monkeypatch, np.linspace(2.0, 1.0, 50))
+    den = Denoiser(steps=12, val_every=4, progress=False, seed=2).fit(small_phantom.noisy)
+    assert [int(s) for s, _ in den.history["held_out_curve"]] == [0, 4, 8, 12]
+    assert den.history["best_step"] == 12
+    assert len(den.history["loss_curve"]) == 12
+    none = Denoiser(steps=12, holdout=0.0, progress=False, seed=2).fit(small_phantom.noisy)
+    assert "held_out_curve" not in none.history and len(none.history["loss_curve"]) == 12
+
+
+def test_held_out_pixels_are_never_training_targets(small_phantom):
+    from n2s_eds.data import CubeSample, PatchDataset
+    from n2s_eds.models import PriorMixture
+    from n2s_eds.module import N2SModule
+
+    cube = np.moveaxis(small_phantom.noisy.data, -1, 0).astype(np.float32)
+    keep = np.ones(cube.shape[1:], dtype=bool)
+    keep[::3, ::2] = False
+    item = PatchDataset([CubeSample(cube, target=cube, trainable=keep)], 64, None, 1, seed=0)[0]
+    assert item["trainable"].shape == (1, *cube.shape[1:])
+    module = N2SModule(PriorMixture(), mask_rate=0.5)
+    module.adapt(torch.from_numpy(cube))
+    batch = {k: v[None] for k, v in item.items()}
+
+    def loss(target):
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            return float(module.masked_loss({**batch, "target": target}, generator=gen))
+
+    base = loss(batch["target"])
+    moved = batch["target"].clone()
+    moved[..., ~torch.from_numpy(keep)] += 100.0  # the held-out pixels' reference
+    assert loss(moved) == base
+    moved = batch["target"].clone()
+    moved[..., torch.from_numpy(keep)] += 1.0
+    assert loss(moved) != base
+    with pytest.raises(ValueError, match="trainable shape"):
+        CubeSample(cube, trainable=keep[1:])
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [({"holdout": 1.0}, "holdout"), ({"val_every": 0}, "val_every"), ({"patience": 0}, "patience")],
+)
+def test_bad_held_out_options(option, message):
+    with pytest.raises(InvalidInputError, match=message):
+        Denoiser(**option)
+
+
+def test_fit_starts_from_the_best_fixed_mixture(small_phantom):
+    from n2s_eds.module import N2SModule
+
+    den = Denoiser(steps=0, progress=False).fit(small_phantom.noisy)
+    assert torch.count_nonzero(den.net.head.bias) > 0  # not the equal-weight start
+    cube = torch.from_numpy(np.moveaxis(small_phantom.noisy.data, -1, 0).astype(np.float32))
+    module = N2SModule(Denoiser()._new_net(False))
+    module.adapt(cube)  # inference-time adapt: the weights are left alone
+    assert torch.count_nonzero(module.net.head.bias) == 0

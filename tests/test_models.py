@@ -290,3 +290,118 @@ def test_adapt_with_mostly_empty_channels():
     with torch.no_grad():
         out = net(torch.from_numpy(cube)[None, None])[0, 0].numpy()
     assert np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_candidates_are_the_mix_with_one_weight(guided):
+    cube, _ = low_rank_cube(e=40, y=12, x=15)
+    c = torch.from_numpy(cube)[None, None]
+    g = torch.rand(1, 1, 12, 15, generator=torch.Generator().manual_seed(3)) if guided else None
+    net = PriorMixture(guide=guided)
+    net.adapt(c[0, 0])
+    cands = net._candidates(c[:, 0], g)
+    assert len(cands) == net.n_candidates
+    for i, cand in enumerate(cands):
+        w = torch.zeros(1, net.n_bands, net.n_candidates, 12, 15)
+        w[:, :, i] = 1.0
+        torch.testing.assert_close(cand, net.mix(c, w, guide=g)[:, 0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_init_weights_start_at_the_best_fixed_mixture(guided):
+    cube, truth = low_rank_cube()
+    c = torch.from_numpy(cube)
+    g = torch.from_numpy(truth.sum(axis=0) / truth.sum(axis=0).max())[None, None]
+    g = g if guided else None
+    net = PriorMixture(guide=guided)
+    net.adapt(c)
+    fitted = net.init_weights(c, g)
+    assert fitted.shape == (net.n_bands, net.n_candidates)
+    assert torch.all(fitted >= 0)
+    torch.testing.assert_close(fitted.sum(dim=1), torch.ones(net.n_bands))
+    with torch.no_grad():
+        start = net.mixing_weights(c[None, None], g)  # (B, G, n, Y, X): the same everywhere
+        out = net(
+            c[None, None]
+            if g is None
+            else torch.cat([c[None, None], g[:, :, None].expand(-1, -1, c.shape[0], -1, -1)], 1)
+        )[0, 0]
+        cands = net._candidates(c[None], g)
+    assert torch.allclose(start, fitted[None, :, :, None, None], atol=0.02)
+
+    # the fit minimises the self-supervised error (J-invariant candidates): on the
+    # simplex it is no worse than any single candidate or the equal mixture, and that
+    # carries over to the error against the truth
+    def err(est, ref):
+        return float(((est - ref) ** 2).mean())
+
+    t = torch.from_numpy(truth)
+    equal = sum(cands) / len(cands)
+    assert err(out, c) <= min(err(f[0], c) for f in cands) + 1e-3 * err(equal[0], c)
+    assert err(out, t) < err(equal[0], t)
+    assert err(out, t) < 1.05 * min(err(f[0], t) for f in cands)
+
+
+def test_init_weights_can_be_switched_off():
+    cube, _ = low_rank_cube()
+    c = torch.from_numpy(cube)
+    net = PriorMixture(init_mixture=False)
+    net.adapt(c)
+    assert net.init_weights(c) is None
+    assert torch.count_nonzero(net.head.bias) == 0
+    coarse = PriorMixture(coarse_ev=40.0)
+    coarse.adapt(c)
+    assert coarse.init_weights(c) is None
+
+
+RANKED = {"rank": 4, "rank_fractions": (1.0, 0.5, 0.25)}
+
+
+@pytest.mark.parametrize("guided", [False, True])
+@pytest.mark.parametrize("voxel", [(30, 10, 9), (12, 0, 0), (5, 20, 2)])
+def test_ranked_candidates_are_voxel_j_invariant_and_keep_totals(voxel, guided):
+    cube, _ = low_rank_cube()
+    net = PriorMixture(guide=guided, n_bands=3, **RANKED)
+    net.adapt(torch.from_numpy(cube))
+    assert net._candidate_ranks()[:: len(net._candidate_ranks()) // 3] == [4, 2, 1]
+    w = random_weights(net, cube.shape[1:])
+    x = torch.from_numpy(cube)[None, None]
+    g = guide_image() if guided else None
+    x2 = x.clone()
+    e, y, xx = voxel
+    x2[0, 0, e, y, xx] += 50.0
+    with torch.no_grad():
+        a, b = net.mix(x, w, guide=g), net.mix(x2, w, guide=g)
+    assert abs(float(a[0, 0, e, y, xx] - b[0, 0, e, y, xx])) < 1e-3
+    assert (b - a).abs().sum() > 10.0
+    # the first basis vector is the mean spectrum: every rank keeps the totals
+    assert abs(float(a.sum()) / float(x.sum()) - 1) < 0.005
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_ranked_masked_forward_and_candidates_match_the_full_mix(guided):
+    cube, _ = low_rank_cube()
+    net = PriorMixture(guide=guided, **RANKED)
+    net.adapt(torch.from_numpy(cube))
+    torch.nn.init.normal_(net.head.weight, std=0.1)
+    x = torch.from_numpy(cube)[None, None]
+    g = guide_image() if guided else None
+    xg = torch.cat([x, g[:, :, None].expand_as(x)], dim=1) if guided else x
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.05
+    with torch.no_grad():
+        full = net.mix(x, net.mixing_weights(x, g), guide=g)[mask]
+        part = net(xg, mask, masked=xg)
+        cands = net._candidates(x[:, 0], g)
+    torch.testing.assert_close(part, full, atol=1e-4, rtol=1e-4)
+    y, xx = cube.shape[1:]
+    for i, cand in enumerate(cands):
+        w = torch.zeros(1, net.n_bands, net.n_candidates, y, xx)
+        w[:, :, i] = 1.0
+        torch.testing.assert_close(cand, net.mix(x, w, guide=g)[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_rank_fractions_are_checked():
+    with pytest.raises(ValueError, match="rank_fractions"):
+        PriorMixture(rank_fractions=(0.0,))
+    with pytest.raises(ValueError, match="do not combine"):
+        PriorMixture(rank_fractions=(1.0, 0.5), residual_sigma=4.0)

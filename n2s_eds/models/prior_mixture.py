@@ -30,7 +30,9 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import check_input
@@ -39,6 +41,26 @@ __all__ = ["PriorMixture", "gaussian_kernel1d", "smooth2d"]
 
 #: Channel width (eV) assumed by :meth:`PriorMixture.adapt` when it is not told one.
 ASSUMED_CHANNEL_EV = 10.0
+
+
+def _simplex_least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``argmin w^T a w - 2 b^T w`` over the probability simplex (``w >= 0``, ``sum w = 1``)."""
+    from scipy.optimize import minimize
+
+    n = len(b)
+    scale = max(float(np.abs(a).max()), 1e-30)
+    a, b = a / scale, b / scale
+    res = minimize(
+        lambda w: w @ a @ w - 2.0 * b @ w,
+        np.full(n, 1.0 / n),
+        jac=lambda w: 2.0 * (a @ w) - 2.0 * b,
+        bounds=[(0.0, 1.0)] * n,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(n)}],
+        method="SLSQP",
+        options={"maxiter": 200, "ftol": 1e-12},
+    )
+    w = np.clip(res.x, 0.0, None)
+    return w / w.sum()
 
 
 def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> Tensor:
@@ -260,6 +282,17 @@ class PriorMixture(nn.Module):
     coarse_weights : {"learned", "uniform"}
         The coarse candidates' weights: per pixel and band from the mixing
         network, or equal and fixed.
+    rank_fractions : tuple of float
+        The low-rank candidates are built at each of these fractions of the
+        chosen rank (rounded, at least 1): every scale of ``lowrank_sigmas``
+        (and guided filter) once per fraction. A lower rank keeps less noise
+        per channel, a higher one the weaker spectral components; the weights
+        choose per pixel and band. Only ``(1.0,)`` works with
+        ``residual_sigma`` or the coarse path.
+    init_mixture : bool
+        Whether :meth:`init_weights` (called once before training) starts the
+        mixing network at the best fixed mixture of each band, fitted in closed
+        form on the cube to denoise; ``False`` starts at equal weights.
 
     Notes
     -----
@@ -287,8 +320,11 @@ class PriorMixture(nn.Module):
         coarse_sigmas: tuple[float, ...] = (0.0, 1.0, 2.0),
         coarse_lowrank_sigmas: tuple[float, ...] = (),
         coarse_weights: str = "learned",
+        init_mixture: bool = True,
+        rank_fractions: tuple[float, ...] = (1.0,),
     ):
         super().__init__()
+        self.init_mixture = bool(init_mixture)
         if coarse_weights not in ("learned", "uniform"):
             raise ValueError(
                 f"coarse_weights must be 'learned' or 'uniform', got {coarse_weights!r}"
@@ -326,8 +362,15 @@ class PriorMixture(nn.Module):
             )
         self.max_rank = int(max_rank)
         self.fixed_rank = rank
+        self.rank_fractions = tuple(float(f) for f in rank_fractions)
+        if not self.rank_fractions or any(not 0 < f <= 1 for f in self.rank_fractions):
+            raise ValueError(f"rank_fractions must lie in (0, 1], got {rank_fractions}")
+        if self.rank_fractions != (1.0,) and (residual_sigma > 0 or coarse_ev > 0):
+            raise ValueError(
+                "rank_fractions other than (1.0,) do not combine with residual_sigma or coarse_ev"
+            )
         n_guided = len(self.guided_filters) if guide else 0
-        self.n_lowrank = len(self.lowrank_sigmas) + n_guided
+        self.n_lowrank = (len(self.lowrank_sigmas) + n_guided) * len(self.rank_fractions)
         self.n_candidates = self.n_lowrank + len(self.spatial_sigmas) + n_guided
         self.n_coarse_lowrank = len(self.coarse_lowrank_sigmas)
         self.n_coarse = (
@@ -467,6 +510,90 @@ class PriorMixture(nn.Module):
         basis, _ = torch.linalg.qr(torch.cat([mean_dir[:, None], u[:, : k - 1]], dim=1))
         return (basis * torch.sign(basis[:1, :1])).contiguous()
 
+    @torch.no_grad()
+    def init_weights(
+        self, cube: Tensor, guide: Tensor | None = None, max_voxels: int = 2**22
+    ) -> Tensor | None:
+        """Start the mixing network at the best fixed mixture of each energy band.
+
+        Every candidate is J-invariant (no estimate depends on its own voxel's
+        count), so the mean squared difference between a fixed mixture of
+        candidates and the counts is, up to a constant, the mixture's error
+        against the expected counts. For each band, the weights on the simplex
+        that minimise it are found in closed form (a small quadratic programme)
+        and written into the head's bias; the head's weights stay zero, so the
+        untrained network *is* that mixture, and training learns how each pixel
+        should depart from it. Call after :meth:`adapt`, before training (a
+        trained network is left alone by everything else). Does nothing when
+        ``init_mixture`` is false or a coarse path is used.
+
+        Parameters
+        ----------
+        cube : torch.Tensor
+            Counts, (E, Y, X), the cube given to :meth:`adapt`.
+        guide : torch.Tensor, optional
+            (Y, X) or (1, 1, Y, X) normalised guide image (``guide=True``).
+        max_voxels : int
+            At most about this many voxels (a regular pixel subsample) enter the fit.
+
+        Returns
+        -------
+        torch.Tensor or None
+            The fitted weights (n_bands, n_candidates), or ``None`` when nothing was done.
+        """
+        if not self.init_mixture or self.n_coarse:
+            return None
+        e, y, x = cube.shape
+        self._check_ready(e)
+        dev, dtype = self.basis.device, self.basis.dtype
+        c = cube.to(dev, dtype)[None]
+        if self.guide:
+            if guide is None:
+                raise ValueError("this PriorMixture was built with guide=True: pass the guide")
+            guide = guide.to(dev, dtype).reshape(1, 1, y, x)
+        step = max(1, math.ceil(e * y * x / max_voxels))
+        keep = torch.arange(y * x, device=dev)[::step]
+        target = c[0].reshape(e, -1)[:, keep].to(torch.float64)
+        cands = [  # one candidate of the whole cube at a time: only the subsample is kept
+            f[0].reshape(e, -1)[:, keep].to(torch.float64) for f in self._iter_candidates(c, guide)
+        ]
+        edges = self._band_edges(e)
+        fitted = torch.empty(self.n_bands, len(cands), dtype=torch.float64)
+        for g, (lo, hi) in enumerate(edges):
+            f = torch.stack([cd[lo:hi].reshape(-1) for cd in cands])  # (n, V)
+            gram, rhs = f @ f.T, f @ target[lo:hi].reshape(-1)
+            fitted[g] = torch.from_numpy(
+                _simplex_least_squares(gram.cpu().numpy(), rhs.cpu().numpy())
+            )
+        logits = torch.log(fitted.clamp_min(1e-3))  # every candidate keeps a gradient
+        mid = 0.5 * (logits.amax(dim=1, keepdim=True) + logits.amin(dim=1, keepdim=True))
+        logits = logits - mid
+        limit = 0.95 * self.max_logit
+        bias = self.max_logit * torch.atanh(logits.clamp(-limit, limit) / self.max_logit)
+        full = torch.zeros(self.n_bands, self.n_candidates + self.n_coarse, dtype=torch.float64)
+        full[:, : self.n_candidates] = bias
+        self.head.bias.copy_(full.reshape(-1).to(self.head.bias))
+        return fitted.to(torch.float32)
+
+    def _candidates(self, c: Tensor, guide: Tensor | None) -> list[Tensor]:
+        """Each fine candidate alone (B, E, Y, X), J-invariant, in the weights' order."""
+        return list(self._iter_candidates(c, guide))
+
+    def _iter_candidates(self, c: Tensor, guide: Tensor | None):
+        """:meth:`_candidates` one at a time."""
+        e = c.shape[1]
+        hw = c.shape[-2:]
+        low_ops, raw_ops, _ = self._operators(hw, guide, c.device, c.dtype)
+        z = self._abundances(c)
+        vd = self.basis * self.channel_scale[:, None]
+        diag_r = self._rank_diagonals()
+        fill = self._neighbour_mean(c)
+        for (spread, diag), r in zip(low_ops, self._candidate_ranks(), strict=True):
+            spectra = torch.einsum("ek,bkyx->beyx", vd[:, :r], spread(z[:, :r]))
+            yield spectra + diag[:, None] * diag_r[r].view(1, e, 1, 1) * (fill - c)
+        for spread, diag in raw_ops:
+            yield spread(c) + diag[:, None] * (fill - c)
+
     # ------------------------------------------------------------------ mixing
     def _check_ready(self, e: int) -> None:
         if not self.basis.numel():
@@ -487,6 +614,17 @@ class PriorMixture(nn.Module):
         for g, (a, b) in enumerate(self._band_edges(e)):
             idx[a:b] = g
         return idx
+
+    def _candidate_ranks(self) -> list[int]:
+        """Rank of each low-rank candidate, in the weights' order (fraction-major)."""
+        k = self.rank
+        per = self.n_lowrank // len(self.rank_fractions)
+        return [max(1, min(k, round(f * k))) for f in self.rank_fractions for _ in range(per)]
+
+    def _rank_diagonals(self) -> dict[int, Tensor]:
+        """Rank -> (E,) own-channel weight of the projection on the first ``rank`` vectors."""
+        sq = self.basis**2
+        return {r: sq[:, :r].sum(dim=1) for r in sorted(set(self._candidate_ranks()))}
 
     def _abundances(self, c: Tensor) -> Tensor:
         """Normalised-space abundances of each pixel, (B, K, Y, X)."""
@@ -565,7 +703,7 @@ class PriorMixture(nn.Module):
             for radius, eps in self.guided_filters:
                 op = GuidedFilter(guide, radius, eps)
                 guided.append((op, op.diagonal))
-        low = [gaussian(s) for s in self.lowrank_sigmas] + guided
+        low = ([gaussian(s) for s in self.lowrank_sigmas] + guided) * len(self.rank_fractions)
         raw = [gaussian(s) for s in self.spatial_sigmas] + guided
         coarse = [gaussian(s) for s in (*self.coarse_lowrank_sigmas, *self.coarse_sigmas)]
         coarse += guided if self.n_coarse else []
@@ -619,10 +757,12 @@ class PriorMixture(nn.Module):
         low_ops, raw_ops, coarse_ops = self._operators(hw, guide, c.device, c.dtype)
         band = self._band_of_channel(e, c.device)
         # low-rank part: per band, spread the abundances (K channels: cheap)
-        zsum_t = self._spread_abundances(z, weights, low_ops)  # (B, G, K, Y, X)
+        ranks = self._candidate_ranks()
+        zsum_t = self._spread_abundances(z, weights, low_ops, ranks)  # (B, G, K, Y, X)
         own_lr = self._own_weight(weights[:, :, :n_lr], low_ops)
         own_sp = self._own_weight(weights[:, :, n_lr:], raw_ops)
         diag_p = (self.basis**2).sum(dim=1)  # (E,) own-channel weight of the projection
+        own_ranked = self._own_lowrank(weights[:, :, :n_lr], low_ops, ranks)  # [(G-own, diag)]
         fill = self._neighbour_mean(c)
         vd = self.basis * self.channel_scale[:, None]  # (E, K)
         w_sp = weights[:, :, n_lr:][:, band]  # (B, E, n_raw, Y, X)
@@ -638,7 +778,9 @@ class PriorMixture(nn.Module):
             out = self._band_spectra(vd, zsum_t)
             for j, (spread, _) in enumerate(raw_ops):
                 out = out + spread(w_sp[:, :, j] * c)
-            own = own_lr[:, band] * diag_p.view(1, e, 1, 1) + own_sp[:, band]
+            own = own_sp[:, band]
+            for w_r, d_r in own_ranked:
+                own = own + w_r[:, band] * d_r.view(1, e, 1, 1)
             if res is not None:
                 out, own = out + res, own + own_res
             est = out + own * (fill - c)
@@ -654,22 +796,40 @@ class PriorMixture(nn.Module):
         out = (vd[ei] * zsum_t[bi, gi, :, yi, xi]).sum(dim=1)
         for j, (spread, _) in enumerate(raw_ops):
             out = out + spread(w_sp[:, :, j] * c)[bi, ei, yi, xi]
-        own_v = own_lr[bi, gi, yi, xi] * diag_p[ei] + own_sp[bi, gi, yi, xi]
+        own_v = own_sp[bi, gi, yi, xi]
+        for w_r, d_r in own_ranked:
+            own_v = own_v + w_r[bi, gi, yi, xi] * d_r[ei]
         if res is not None:
             out = out + res[bi, ei, yi, xi]
             own_v = own_v + own_res[bi, ei, yi, xi]
         return out + own_v * (fv - cv)
 
-    def _spread_abundances(self, z: Tensor, w: Tensor, ops: list) -> Tensor:
+    def _spread_abundances(
+        self, z: Tensor, w: Tensor, ops: list, ranks: list[int] | None = None
+    ) -> Tensor:
         """Per band, the abundances (B, K, Y, X) spread by ``ops`` with the weights
-        ``w[:, g, i]`` of candidate ``i``: (B, G, K, Y, X)."""
+        ``w[:, g, i]`` of candidate ``i`` (on its first ``ranks[i]`` components when
+        given): (B, G, K, Y, X)."""
+        k = z.shape[1]
+        ranks = [k] * len(ops) if ranks is None else ranks
         zsum = []
         for g in range(self.n_bands):
             acc = torch.zeros_like(z)
-            for i, (spread, _) in enumerate(ops):
-                acc = acc + spread(w[:, g, i : i + 1] * z)
+            for i, ((spread, _), r) in enumerate(zip(ops, ranks, strict=True)):
+                part = spread(w[:, g, i : i + 1] * z[:, :r])
+                acc = acc + (part if r == k else F.pad(part, (0, 0, 0, 0, 0, k - r)))
             zsum.append(acc)
         return torch.stack(zsum, dim=1)
+
+    def _own_lowrank(self, w: Tensor, ops: list, ranks: list[int]) -> list[tuple[Tensor, Tensor]]:
+        """Per rank of the low-rank candidates: the pixels' own weight (B, G, Y, X) of those
+        candidates and the projection's own-channel weight (E,) at that rank."""
+        diag_r = self._rank_diagonals()
+        out = []
+        for r in sorted(set(ranks)):
+            idx = [i for i, ri in enumerate(ranks) if ri == r]
+            out.append((self._own_weight(w[:, :, idx], [ops[i] for i in idx]), diag_r[r]))
+        return out
 
     def _band_spectra(self, vd: Tensor, zsum: Tensor) -> Tensor:
         """Spectra (B, E, Y, X) of per-band abundances (B, G, K, Y, X), each band from its
