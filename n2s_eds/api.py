@@ -934,7 +934,9 @@ class _HeldOutSelection(L.Callback):
         self._waited = 0
 
     def _errors(self, module: N2SModule) -> torch.Tensor:
-        """Squared errors of ``module``'s estimates of the held-out voxels (float64)."""
+        """Per held-out pixel, the error of ``module``'s estimates of its spectrum as the
+        training loss counts it: mean squared error of the channels, plus ``window_loss``
+        times that of the energy-window sums (float64)."""
         dev = module.device
         batch = {k: v.to(dev) for k, v in self.batch.items()}
         gen = torch.Generator(device=dev)
@@ -944,7 +946,13 @@ class _HeldOutSelection(L.Callback):
         with torch.no_grad():
             pred, ref = module.hidden_estimates(batch, self.mask.to(dev), generator=gen)
         module.train(was_training)
-        return (pred.double() - ref.double()).pow(2).cpu()
+        n_channels = self.batch["counts"].shape[2]
+        rows = (pred.double() - ref.double()).reshape(n_channels, -1).T  # (pixels, E)
+        err = rows.pow(2).mean(dim=1)
+        weight = float(module.hparams.get("window_loss", 0.0))
+        if weight > 0:
+            err = err + weight * module.window_errors(rows)
+        return err.cpu()
 
     def _score(self, trainer, module) -> None:
         step = int(trainer.global_step)

@@ -133,7 +133,12 @@ class N2SModule(L.LightningModule):
         if hasattr(self.net, "adapt"):
             self.net.adapt(cube, guide, channel_ev=channel_ev)
         if init and hasattr(self.net, "init_weights"):
-            self.net.init_weights(cube, guide)
+            self.net.init_weights(
+                cube,
+                guide,
+                window_loss=float(self.hparams.get("window_loss", 0.0)),
+                window_channels=int(self.hparams.get("window_channels", 16)),
+            )
         self._adapted = True
 
     def _inputs(self, counts: Tensor, guide: Tensor | None) -> Tensor:
@@ -210,9 +215,14 @@ class N2SModule(L.LightningModule):
         rows = dense.permute(0, 2, 3, 1)[m.any(dim=1)]  # (hidden pixels, E)
         if rows.numel() == 0:
             return resid.sum() * 0
+        return self.window_errors(rows).mean()
+
+    def window_errors(self, rows: Tensor) -> Tensor:
+        """Per row of (N, E) residual spectra: the mean squared sum over sliding energy
+        windows of ``window_channels`` (half overlapping), divided by the window width."""
         w = min(int(self.hparams.window_channels), rows.shape[1])
         sums = F.avg_pool1d(rows[:, None], w, stride=max(1, w // 2))[:, 0] * w
-        return sums.pow(2).mean() / w
+        return sums.pow(2).mean(dim=1) / w
 
     def forward(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
         return self.net(self._inputs(counts, guide))

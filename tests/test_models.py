@@ -405,3 +405,63 @@ def test_rank_fractions_are_checked():
         PriorMixture(rank_fractions=(0.0,))
     with pytest.raises(ValueError, match="do not combine"):
         PriorMixture(rank_fractions=(1.0, 0.5), residual_sigma=4.0)
+
+
+@pytest.mark.parametrize("ranked", [False, True])
+@pytest.mark.parametrize("guided", [False, True])
+def test_own_window_hides_the_own_pixels_nearby_channels(guided, ranked):
+    cube, _ = low_rank_cube()
+    opts = RANKED if ranked else {"rank": 4}
+    net = PriorMixture(guide=guided, n_bands=3, own_window=5, **opts)
+    net.adapt(torch.from_numpy(cube))
+    w = random_weights(net, cube.shape[1:])
+    x = torch.from_numpy(cube)[None, None]
+    g = guide_image() if guided else None
+    e, y, xx = 30, 10, 9
+    with torch.no_grad():
+        a = net.mix(x, w, guide=g)
+        for de in (-5, -2, 0, 3, 5):
+            x2 = x.clone()
+            x2[0, 0, e + de, y, xx] += 50.0
+            b = net.mix(x2, w, guide=g)
+            assert abs(float(a[0, 0, e, y, xx] - b[0, 0, e, y, xx])) < 1e-3
+        x2 = x.clone()
+        x2[0, 0, e + 8, y, xx] += 50.0  # farther than the window: it counts again
+        assert abs(float(net.mix(x2, w, guide=g)[0, 0, e, y, xx] - a[0, 0, e, y, xx])) > 1e-3
+        mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) < 0.05
+        xg = torch.cat([x, g[:, :, None].expand_as(x)], dim=1) if guided else x
+        torch.nn.init.normal_(net.head.weight, std=0.1)
+        full = net.mix(x, net.mixing_weights(x, g), guide=g)[mask]
+        torch.testing.assert_close(net(xg, mask, masked=xg), full, atol=1e-4, rtol=1e-4)
+        cands = net._candidates(x[:, 0], g)
+    for i, cand in enumerate(cands):
+        wi = torch.zeros(1, net.n_bands, net.n_candidates, *cube.shape[1:])
+        wi[:, :, i] = 1.0
+        torch.testing.assert_close(cand, net.mix(x, wi, guide=g)[:, 0], atol=1e-5, rtol=1e-5)
+    assert abs(float(a.sum()) / float(x.sum()) - 1) < 0.005
+
+
+def test_init_weights_with_window_loss_trade_voxel_for_window_error():
+    from n2s_eds.models.prior_mixture import _window_sums
+
+    cube, _ = low_rank_cube()
+    c = torch.from_numpy(cube)
+    net = PriorMixture(n_bands=1, own_window=15)
+    net.adapt(c)
+    voxel = net.init_weights(c)[0].double()
+    window = net.init_weights(c, window_loss=4.0, window_channels=16)[0].double()
+    with torch.no_grad():
+        cands = torch.stack([f[0].reshape(c.shape[0], -1) for f in net._candidates(c[None], None)])
+    cands, t = cands.double(), c.reshape(c.shape[0], -1).double()
+
+    def errors(wt):
+        est = torch.einsum("i,iev->ev", wt, cands)
+        return (
+            float(((est - t) ** 2).mean()),
+            float(((_window_sums(est, 16) - _window_sums(t, 16)) ** 2).mean()),
+        )
+
+    assert not torch.allclose(voxel, window, atol=0.02)  # the window term moves the optimum
+    (v_vox, w_vox), (v_win, w_win) = errors(voxel), errors(window)
+    assert v_vox <= v_win + 1e-9
+    assert w_win <= w_vox + 1e-9

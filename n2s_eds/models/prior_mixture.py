@@ -63,6 +63,13 @@ def _simplex_least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
+def _window_sums(rows: Tensor, window_channels: int) -> Tensor:
+    """Sums of (E, N) spectra over sliding energy windows, as the window loss takes them."""
+    w = min(int(window_channels), rows.shape[0])
+    pooled = F.avg_pool1d(rows.T[:, None], w, stride=max(1, w // 2))[:, 0] * w
+    return pooled.T
+
+
 def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> Tensor:
     """Normalised 1D Gaussian kernel truncated at 3 sigma."""
     radius = max(1, int(math.ceil(3.0 * sigma)))
@@ -289,6 +296,15 @@ class PriorMixture(nn.Module):
         per channel, a higher one the weaker spectral components; the weights
         choose per pixel and band. Only ``(1.0,)`` works with
         ``residual_sigma`` or the coarse path.
+    own_window : int
+        Channels on each side of a voxel that its own pixel's low-rank
+        projection leaves out (replaced, like the voxel itself, by the
+        neighbours' mean). 0 makes each estimate independent of its own voxel
+        only; ``w`` makes it independent of every count of its own pixel within
+        ``w`` channels, so that the error of sums over energy windows of up to
+        ``w + 1`` channels (element maps) is measured without bias by the
+        hidden-spectrum loss (``window_loss`` of the training module). Only 0
+        works with ``residual_sigma`` or the coarse path.
     init_mixture : bool
         Whether :meth:`init_weights` (called once before training) starts the
         mixing network at the best fixed mixture of each band, fitted in closed
@@ -322,6 +338,7 @@ class PriorMixture(nn.Module):
         coarse_weights: str = "learned",
         init_mixture: bool = True,
         rank_fractions: tuple[float, ...] = (1.0,),
+        own_window: int = 0,
     ):
         super().__init__()
         self.init_mixture = bool(init_mixture)
@@ -365,6 +382,11 @@ class PriorMixture(nn.Module):
         self.rank_fractions = tuple(float(f) for f in rank_fractions)
         if not self.rank_fractions or any(not 0 < f <= 1 for f in self.rank_fractions):
             raise ValueError(f"rank_fractions must lie in (0, 1], got {rank_fractions}")
+        if int(own_window) < 0:
+            raise ValueError(f"own_window must be >= 0 channels, got {own_window}")
+        self.own_window = int(own_window)
+        if self.own_window and (residual_sigma > 0 or coarse_ev > 0):
+            raise ValueError("own_window > 0 does not combine with residual_sigma or coarse_ev")
         if self.rank_fractions != (1.0,) and (residual_sigma > 0 or coarse_ev > 0):
             raise ValueError(
                 "rank_fractions other than (1.0,) do not combine with residual_sigma or coarse_ev"
@@ -512,7 +534,12 @@ class PriorMixture(nn.Module):
 
     @torch.no_grad()
     def init_weights(
-        self, cube: Tensor, guide: Tensor | None = None, max_voxels: int = 2**22
+        self,
+        cube: Tensor,
+        guide: Tensor | None = None,
+        max_voxels: int = 2**22,
+        window_loss: float = 0.0,
+        window_channels: int = 16,
     ) -> Tensor | None:
         """Start the mixing network at the best fixed mixture of each energy band.
 
@@ -535,6 +562,10 @@ class PriorMixture(nn.Module):
             (Y, X) or (1, 1, Y, X) normalised guide image (``guide=True``).
         max_voxels : int
             At most about this many voxels (a regular pixel subsample) enter the fit.
+        window_loss, window_channels : float, int
+            As in training (:class:`n2s_eds.module.N2SModule`): the fit then also
+            minimises ``window_loss`` times the squared error of the sums over
+            sliding energy windows of ``window_channels``, within each band.
 
         Returns
         -------
@@ -561,7 +592,14 @@ class PriorMixture(nn.Module):
         fitted = torch.empty(self.n_bands, len(cands), dtype=torch.float64)
         for g, (lo, hi) in enumerate(edges):
             f = torch.stack([cd[lo:hi].reshape(-1) for cd in cands])  # (n, V)
-            gram, rhs = f @ f.T, f @ target[lo:hi].reshape(-1)
+            gram, rhs = f @ f.T / f.shape[1], f @ target[lo:hi].reshape(-1) / f.shape[1]
+            if window_loss > 0:
+                sw = [_window_sums(cd[lo:hi], window_channels) for cd in cands]
+                fw = torch.stack([v.reshape(-1) for v in sw])
+                tw = _window_sums(target[lo:hi], window_channels).reshape(-1)
+                w = min(int(window_channels), hi - lo)
+                gram = gram + window_loss * (fw @ fw.T) / (fw.shape[1] * w)
+                rhs = rhs + window_loss * (fw @ tw) / (fw.shape[1] * w)
             fitted[g] = torch.from_numpy(
                 _simplex_least_squares(gram.cpu().numpy(), rhs.cpu().numpy())
             )
@@ -590,7 +628,10 @@ class PriorMixture(nn.Module):
         fill = self._neighbour_mean(c)
         for (spread, diag), r in zip(low_ops, self._candidate_ranks(), strict=True):
             spectra = torch.einsum("ek,bkyx->beyx", vd[:, :r], spread(z[:, :r]))
-            yield spectra + diag[:, None] * diag_r[r].view(1, e, 1, 1) * (fill - c)
+            if self.own_window:
+                yield spectra + diag[:, None] * self._own_projection(r, fill - c)
+            else:
+                yield spectra + diag[:, None] * diag_r[r].view(1, e, 1, 1) * (fill - c)
         for spread, diag in raw_ops:
             yield spread(c) + diag[:, None] * (fill - c)
 
@@ -625,6 +666,22 @@ class PriorMixture(nn.Module):
         """Rank -> (E,) own-channel weight of the projection on the first ``rank`` vectors."""
         sq = self.basis**2
         return {r: sq[:, :r].sum(dim=1) for r in sorted(set(self._candidate_ranks()))}
+
+    def _own_projection(self, r: int, d: Tensor) -> Tensor:
+        """``B d`` for (B, E, Y, X) ``d``: ``B`` keeps the weights of the projection on the
+        first ``r`` basis vectors (in counts) between channels at most ``own_window``
+        apart, i.e. what a pixel's own counts near each channel give its estimate there."""
+        v = self.basis[:, :r]
+        sc = self.channel_scale
+        e = v.shape[0]
+        out = (v * v).sum(dim=1).view(1, e, 1, 1) * d
+        for delta in range(1, min(self.own_window, e - 1) + 1):
+            near = (v[:-delta] * v[delta:]).sum(dim=1)  # (E - delta,): P[e, e + delta] sc-free
+            up = (sc[:-delta] / sc[delta:] * near).view(1, -1, 1, 1)  # P[e, e + delta]
+            down = (sc[delta:] / sc[:-delta] * near).view(1, -1, 1, 1)  # P[e + delta, e]
+            out[:, :-delta] += up * d[:, delta:]
+            out[:, delta:] += down * d[:, :-delta]
+        return out
 
     def _abundances(self, c: Tensor) -> Tensor:
         """Normalised-space abundances of each pixel, (B, K, Y, X)."""
@@ -779,8 +836,12 @@ class PriorMixture(nn.Module):
             for j, (spread, _) in enumerate(raw_ops):
                 out = out + spread(w_sp[:, :, j] * c)
             own = own_sp[:, band]
-            for w_r, d_r in own_ranked:
-                own = own + w_r[:, band] * d_r.view(1, e, 1, 1)
+            if self.own_window:  # the own pixel's nearby channels, through the projection
+                for (w_r, _), r in zip(own_ranked, sorted(set(ranks)), strict=True):
+                    out = out + w_r[:, band] * self._own_projection(r, fill - c)
+            else:
+                for w_r, d_r in own_ranked:
+                    own = own + w_r[:, band] * d_r.view(1, e, 1, 1)
             if res is not None:
                 out, own = out + res, own + own_res
             est = out + own * (fill - c)
@@ -797,8 +858,13 @@ class PriorMixture(nn.Module):
         for j, (spread, _) in enumerate(raw_ops):
             out = out + spread(w_sp[:, :, j] * c)[bi, ei, yi, xi]
         own_v = own_sp[bi, gi, yi, xi]
-        for w_r, d_r in own_ranked:
-            own_v = own_v + w_r[bi, gi, yi, xi] * d_r[ei]
+        if self.own_window:
+            for (w_r, _), r in zip(own_ranked, sorted(set(ranks)), strict=True):
+                near = self._own_projection(r, fill - c)[bi, ei, yi, xi]
+                out = out + w_r[bi, gi, yi, xi] * near
+        else:
+            for w_r, d_r in own_ranked:
+                own_v = own_v + w_r[bi, gi, yi, xi] * d_r[ei]
         if res is not None:
             out = out + res[bi, ei, yi, xi]
             own_v = own_v + own_res[bi, ei, yi, xi]
