@@ -276,9 +276,10 @@ class Denoiser:
         Fraction of the scan's pixels (drawn at random with ``seed``) that are
         never training targets. Every ``val_every`` steps, and before the first,
         the network predicts their hidden spectra (as in training, from the
-        other pixels and their own other channels); the weights that scored
-        best are kept, and training stops after ``patience`` scores without a
-        gain. A network fitted to a noisy cube can fit its noise; the held-out
+        other pixels and their own other channels); later weights replace the
+        kept ones only when their error is lower by more than two standard
+        errors of the pixel-wise difference, and training stops after
+        ``patience`` scores without such a gain. A network fitted to a noisy cube can fit its noise; the held-out
         pixels' counts are not in the fit, so their score measures the error
         against the expected counts. 0 trains all pixels for ``steps`` steps.
     val_every, patience : int
