@@ -490,9 +490,9 @@ class Denoiser:
         guide_t = None if prepared.guide is None else torch.from_numpy(prepared.guide)
         module.adapt(cube_t, guide_t, channel_ev=self._net_channel_ev(signal, binning), init=True)
         losses: list[float] = []
-        held_out = self._held_out(counts.shape[1:]) if opts["steps"] > 0 else None
         selection = None
         if opts["steps"] > 0:
+            held_out = self._held_out(counts.shape[1:])
             callbacks: list[L.Callback] = [_LossRecorder(losses)]
             if held_out is not None:
                 selection = _HeldOutSelection(

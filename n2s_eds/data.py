@@ -149,7 +149,7 @@ class PatchDataset(Dataset):
             raise ValueError("either every cube has a guide image or none has")
         if len({s.target is not None for s in samples}) != 1:
             raise ValueError("either every cube has a target or none has")
-        if len({getattr(s, "trainable", None) is not None for s in samples}) != 1:
+        if len({s.trainable is not None for s in samples}) != 1:
             raise ValueError("either every cube has trainable pixels set or none has")
         self.samples = list(samples)
         self.patch_size = int(patch_size)
@@ -189,7 +189,7 @@ class PatchDataset(Dataset):
         if sample.target is not None:
             target = sample.target[e0 : e0 + pe, y0 : y0 + py, x0 : x0 + px]
             item["target"] = torch.from_numpy(np.ascontiguousarray(target))[None]
-        if getattr(sample, "trainable", None) is not None:
+        if sample.trainable is not None:
             keep = sample.trainable[y0 : y0 + py, x0 : x0 + px]
             item["trainable"] = torch.from_numpy(np.ascontiguousarray(keep))[None]
         return item

@@ -15,11 +15,10 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from .losses import masked_mse, masked_poisson_nll
+from .losses import masked_mse, masked_poisson_nll, window_sums
 from .masking import BernoulliMasker, replace_masked
 
 __all__ = ["N2SModule", "LOSSES"]
@@ -149,9 +148,7 @@ class N2SModule(L.LightningModule):
         e = counts.shape[2]
         return torch.cat([counts, guide[:, :, None].expand(-1, -1, e, -1, -1)], dim=1)
 
-    def masked_loss(
-        self, batch: dict[str, Tensor], generator=None, mask: Tensor | None = None
-    ) -> Tensor:
+    def masked_loss(self, batch: dict[str, Tensor], generator=None) -> Tensor:
         """Hide voxels, predict them, and return the loss on the hidden ones.
 
         The hidden voxels are scored against their counts, or, when the batch
@@ -160,23 +157,16 @@ class N2SModule(L.LightningModule):
         supervision, the upper bound that Noise2Self training approaches.
         When the batch holds ``"trainable"`` ((B, 1, Y, X) booleans), only
         those pixels are hidden: the others (held out to choose the stopping
-        step, see :class:`n2s_eds.api.Denoiser`) are never training targets.
-        ``mask`` (boolean, shaped like the counts) hides exactly those voxels
-        instead of a random draw (the held-out score).
+        step, see :class:`n2s_eds.api.Denoiser`) are never training targets;
+        :meth:`hidden_estimates` predicts a given set of voxels instead.
         """
         counts = batch["counts"]
-        if mask is None:
-            masked, mask = self.masker(counts, generator=generator)
-            trainable = batch.get("trainable")
-            if trainable is not None:
-                keep = mask & trainable[:, :, None].to(torch.bool)
-                masked = torch.where(mask & ~keep, counts, masked)
-                mask = keep
-        else:
-            masked = replace_masked(counts, mask, self.masker.replacement, generator=generator)
-        return self._loss_at(batch, masked, mask)
-
-    def _loss_at(self, batch: dict[str, Tensor], masked: Tensor, mask: Tensor) -> Tensor:
+        masked, mask = self.masker(counts, generator=generator)
+        trainable = batch.get("trainable")
+        if trainable is not None:
+            keep = mask & trainable[:, :, None].to(torch.bool)
+            masked = torch.where(mask & ~keep, counts, masked)
+            mask = keep
         if not bool(mask.any()):  # nothing hidden in this batch: a zero that keeps the graph
             return sum(p.sum() for p in self.net.parameters()) * 0.0
         pred, target = self._predict_hidden(batch, masked, mask)
@@ -221,8 +211,7 @@ class N2SModule(L.LightningModule):
         """Per row of (N, E) residual spectra: the mean squared sum over sliding energy
         windows of ``window_channels`` (half overlapping), divided by the window width."""
         w = min(int(self.hparams.window_channels), rows.shape[1])
-        sums = F.avg_pool1d(rows[:, None], w, stride=max(1, w // 2))[:, 0] * w
-        return sums.pow(2).mean(dim=1) / w
+        return window_sums(rows, w).pow(2).mean(dim=1) / w
 
     def forward(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
         return self.net(self._inputs(counts, guide))

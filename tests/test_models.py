@@ -66,6 +66,14 @@ def guide_image(y=21, x=19, seed=0):
 
 
 #: PriorMixture options of the coarse path: off, raw candidates only, raw and low-rank.
+def mix_poked(net, x, w, g, voxel, add=50.0):
+    """``net.mix`` of ``x``, and of ``x`` with ``add`` more counts at ``voxel`` (E, Y, X)."""
+    x2 = x.clone()
+    x2[(0, 0, *voxel)] += add
+    with torch.no_grad():
+        return net.mix(x, w, guide=g), net.mix(x2, w, guide=g)
+
+
 COARSE = [{}, {"coarse_ev": 40.0}, {"coarse_ev": 40.0, "coarse_lowrank_sigmas": (1.0, 2.0)}]
 
 
@@ -81,11 +89,8 @@ def test_mix_is_voxel_j_invariant(voxel, guided, residual_sigma, coarse):
     w = random_weights(net, cube.shape[1:])
     x = torch.from_numpy(cube)[None, None]
     g = guide_image() if guided else None
-    x2 = x.clone()
     e, y, xx = voxel
-    x2[0, 0, e, y, xx] += 50.0
-    with torch.no_grad():
-        a, b = net.mix(x, w, guide=g), net.mix(x2, w, guide=g)
+    a, b = mix_poked(net, x, w, g, voxel)
     assert abs(float(a[0, 0, e, y, xx] - b[0, 0, e, y, xx])) < 1e-3
     # ...while other voxels of the same pixel and the neighbours do see it
     diff = (b - a).abs()[0, 0]
@@ -367,11 +372,8 @@ def test_ranked_candidates_are_voxel_j_invariant_and_keep_totals(voxel, guided):
     w = random_weights(net, cube.shape[1:])
     x = torch.from_numpy(cube)[None, None]
     g = guide_image() if guided else None
-    x2 = x.clone()
     e, y, xx = voxel
-    x2[0, 0, e, y, xx] += 50.0
-    with torch.no_grad():
-        a, b = net.mix(x, w, guide=g), net.mix(x2, w, guide=g)
+    a, b = mix_poked(net, x, w, g, voxel)
     assert abs(float(a[0, 0, e, y, xx] - b[0, 0, e, y, xx])) < 1e-3
     assert (b - a).abs().sum() > 10.0
     # the first basis vector is the mean spectrum: every rank keeps the totals
@@ -418,16 +420,12 @@ def test_own_window_hides_the_own_pixels_nearby_channels(guided, ranked):
     x = torch.from_numpy(cube)[None, None]
     g = guide_image() if guided else None
     e, y, xx = 30, 10, 9
+    for de in (-5, -2, 0, 3, 5):
+        a, b = mix_poked(net, x, w, g, (e + de, y, xx))
+        assert abs(float(a[0, 0, e, y, xx] - b[0, 0, e, y, xx])) < 1e-3
+    a, b = mix_poked(net, x, w, g, (e + 8, y, xx))  # farther than the window: it counts again
+    assert abs(float(b[0, 0, e, y, xx] - a[0, 0, e, y, xx])) > 1e-3
     with torch.no_grad():
-        a = net.mix(x, w, guide=g)
-        for de in (-5, -2, 0, 3, 5):
-            x2 = x.clone()
-            x2[0, 0, e + de, y, xx] += 50.0
-            b = net.mix(x2, w, guide=g)
-            assert abs(float(a[0, 0, e, y, xx] - b[0, 0, e, y, xx])) < 1e-3
-        x2 = x.clone()
-        x2[0, 0, e + 8, y, xx] += 50.0  # farther than the window: it counts again
-        assert abs(float(net.mix(x2, w, guide=g)[0, 0, e, y, xx] - a[0, 0, e, y, xx])) > 1e-3
         mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) < 0.05
         xg = torch.cat([x, g[:, :, None].expand_as(x)], dim=1) if guided else x
         torch.nn.init.normal_(net.head.weight, std=0.1)
@@ -442,7 +440,7 @@ def test_own_window_hides_the_own_pixels_nearby_channels(guided, ranked):
 
 
 def test_init_weights_with_window_loss_trade_voxel_for_window_error():
-    from n2s_eds.models.prior_mixture import _window_sums
+    from n2s_eds.losses import window_sums
 
     cube, _ = low_rank_cube()
     c = torch.from_numpy(cube)
@@ -458,7 +456,7 @@ def test_init_weights_with_window_loss_trade_voxel_for_window_error():
         est = torch.einsum("i,iev->ev", wt, cands)
         return (
             float(((est - t) ** 2).mean()),
-            float(((_window_sums(est, 16) - _window_sums(t, 16)) ** 2).mean()),
+            float(((window_sums(est.T, 16) - window_sums(t.T, 16)) ** 2).mean()),
         )
 
     assert not torch.allclose(voxel, window, atol=0.02)  # the window term moves the optimum

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses import window_sums
 from ._common import check_input
 
 __all__ = ["PriorMixture", "gaussian_kernel1d", "smooth2d"]
@@ -61,13 +62,6 @@ def _simplex_least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     )
     w = np.clip(res.x, 0.0, None)
     return w / w.sum()
-
-
-def _window_sums(rows: Tensor, window_channels: int) -> Tensor:
-    """Sums of (E, N) spectra over sliding energy windows, as the window loss takes them."""
-    w = min(int(window_channels), rows.shape[0])
-    pooled = F.avg_pool1d(rows.T[:, None], w, stride=max(1, w // 2))[:, 0] * w
-    return pooled.T
 
 
 def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> Tensor:
@@ -593,10 +587,10 @@ class PriorMixture(nn.Module):
         for g, (lo, hi) in enumerate(edges):
             f = torch.stack([cd[lo:hi].reshape(-1) for cd in cands])  # (n, V)
             gram, rhs = f @ f.T / f.shape[1], f @ target[lo:hi].reshape(-1) / f.shape[1]
-            if window_loss > 0:
-                sw = [_window_sums(cd[lo:hi], window_channels) for cd in cands]
+            if window_loss > 0:  # the candidates' spectra are the columns (E, V)
+                sw = [window_sums(cd[lo:hi].T, window_channels) for cd in cands]
                 fw = torch.stack([v.reshape(-1) for v in sw])
-                tw = _window_sums(target[lo:hi], window_channels).reshape(-1)
+                tw = window_sums(target[lo:hi].T, window_channels).reshape(-1)
                 w = min(int(window_channels), hi - lo)
                 gram = gram + window_loss * (fw @ fw.T) / (fw.shape[1] * w)
                 rhs = rhs + window_loss * (fw @ tw) / (fw.shape[1] * w)
@@ -619,19 +613,14 @@ class PriorMixture(nn.Module):
 
     def _iter_candidates(self, c: Tensor, guide: Tensor | None):
         """:meth:`_candidates` one at a time."""
-        e = c.shape[1]
         hw = c.shape[-2:]
         low_ops, raw_ops, _ = self._operators(hw, guide, c.device, c.dtype)
         z = self._abundances(c)
         vd = self.basis * self.channel_scale[:, None]
-        diag_r = self._rank_diagonals()
         fill = self._neighbour_mean(c)
         for (spread, diag), r in zip(low_ops, self._candidate_ranks(), strict=True):
             spectra = torch.einsum("ek,bkyx->beyx", vd[:, :r], spread(z[:, :r]))
-            if self.own_window:
-                yield spectra + diag[:, None] * self._own_projection(r, fill - c)
-            else:
-                yield spectra + diag[:, None] * diag_r[r].view(1, e, 1, 1) * (fill - c)
+            yield spectra + diag[:, None] * self._own_projection(r, fill - c)
         for spread, diag in raw_ops:
             yield spread(c) + diag[:, None] * (fill - c)
 
@@ -670,7 +659,8 @@ class PriorMixture(nn.Module):
     def _own_projection(self, r: int, d: Tensor) -> Tensor:
         """``B d`` for (B, E, Y, X) ``d``: ``B`` keeps the weights of the projection on the
         first ``r`` basis vectors (in counts) between channels at most ``own_window``
-        apart, i.e. what a pixel's own counts near each channel give its estimate there."""
+        apart, i.e. what a pixel's own counts near each channel give its estimate there
+        (with ``own_window=0``, the projection's own-channel weight times ``d``)."""
         v = self.basis[:, :r]
         sc = self.channel_scale
         e = v.shape[0]
@@ -836,12 +826,9 @@ class PriorMixture(nn.Module):
             for j, (spread, _) in enumerate(raw_ops):
                 out = out + spread(w_sp[:, :, j] * c)
             own = own_sp[:, band]
-            if self.own_window:  # the own pixel's nearby channels, through the projection
-                for (w_r, _), r in zip(own_ranked, sorted(set(ranks)), strict=True):
-                    out = out + w_r[:, band] * self._own_projection(r, fill - c)
-            else:
-                for w_r, d_r in own_ranked:
-                    own = own + w_r[:, band] * d_r.view(1, e, 1, 1)
+            for (w_r, _), r in zip(own_ranked, sorted(set(ranks)), strict=True):
+                # the own pixel's counts (within own_window channels), through the projection
+                out = out + w_r[:, band] * self._own_projection(r, fill - c)
             if res is not None:
                 out, own = out + res, own + own_res
             est = out + own * (fill - c)
@@ -862,7 +849,7 @@ class PriorMixture(nn.Module):
             for (w_r, _), r in zip(own_ranked, sorted(set(ranks)), strict=True):
                 near = self._own_projection(r, fill - c)[bi, ei, yi, xi]
                 out = out + w_r[bi, gi, yi, xi] * near
-        else:
+        else:  # the same term, per hidden voxel only (no whole-cube product in training)
             for w_r, d_r in own_ranked:
                 own_v = own_v + w_r[bi, gi, yi, xi] * d_r[ei]
         if res is not None:
