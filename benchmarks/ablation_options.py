@@ -4,7 +4,9 @@
 
 ``CASES`` is a comma list of benchmark cases; each ``SPEC`` is a comma list of
 ``name=value`` options, e.g. ``window_loss=0.25,residual_sigma=8`` (``default`` for none;
-``lowrank_sigmas=1:2:4`` gives a tuple).
+``lowrank_sigmas=1:2:4`` gives a tuple; ``guided=1`` passes the case's HAADF as the guide).
+Besides the benchmark's cases, ``phantom_shifted_guide`` is the hallucination check's phantom
+with its HAADF shifted by :data:`n2s_eds.guide_checks.SHIFT_PX` pixels (use it with ``guided=1``).
 Options of :class:`n2s_eds.Denoiser` are passed to it; any other name is an option of the
 default network (``PriorMixture``) and goes into ``model_options``. Each spec trains a fresh
 denoiser (seed 0) on each case and scores its output with the benchmark's protocol. Prints one
@@ -23,7 +25,7 @@ import numpy as np
 
 warnings.simplefilter("ignore")
 
-from n2s_eds import bench  # noqa: E402
+from n2s_eds import bench, guide_checks  # noqa: E402
 from n2s_eds.api import Denoiser  # noqa: E402
 
 _DENOISER_OPTIONS = set(inspect.signature(Denoiser).parameters)
@@ -54,18 +56,28 @@ def parse_spec(spec: str) -> tuple[dict, dict]:
     return options, model
 
 
+def _case(name: str) -> bench.Case:
+    """A benchmark case, or ``phantom_shifted_guide`` (see the module docstring)."""
+    if name == "phantom_shifted_guide":
+        ph = guide_checks._phantom(0, thickness_step=False)
+        guide = guide_checks._shifted(ph.haadf, guide_checks.SHIFT_PX)
+        return guide_checks._truth_case(name, ph, guide, "phantom, shifted guide")
+    return bench.build_case(name, 0)
+
+
 def run(cases: list[str], specs: list[str], command: str) -> None:
     print(f"`{command}`")
     print()
-    print("| case | options | cube (dB) | maps (dB) | worst map ratio | cube / maps PSNR | s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | options | cube (dB) | maps (dB) | worst map ratio | cube / maps PSNR | kept / last step | s |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in cases:
-        case = bench.build_case(name, 0)
+        case = _case(name)
         for spec in specs:
             options, model = parse_spec(spec)
+            guide = case.guide if model.pop("guided", 0) else None
             t0 = time.perf_counter()
             den = Denoiser(seed=0, progress=False, model_options=model or None, **options)
-            out = np.asarray(den.fit(case.signal).denoise(case.signal).data)
+            out = np.asarray(den.fit(case.signal, haadf=guide).denoise(case.signal, haadf=guide).data)
             sec = time.perf_counter() - t0
             row, _ = bench.score(case, out[..., case.window.slice].astype(np.float32))
             psnr = (
@@ -73,9 +85,11 @@ def run(cases: list[str], specs: list[str], command: str) -> None:
                 if case.truth is not None
                 else "–"
             )
+            curve = den.history.get("held_out_curve") or [[None]]
+            steps = f"{den.history.get('best_step', '–')} / {curve[-1][0] or '–'}"
             print(
                 f"| {name} | {spec} | {row['cube_gain_db']:.2f} | {row['maps_gain_db']:.2f} | "
-                f"{row['worst_map_count_ratio']:.3f} | {psnr} | {sec:.0f} |",
+                f"{row['worst_map_count_ratio']:.3f} | {psnr} | {steps} | {sec:.0f} |",
                 flush=True,
             )
 

@@ -631,7 +631,11 @@ class Denoiser:
         t0 = time.perf_counter()
         binning = self._binning(signal, prepared.window)
         counts = bin_energy(prepared.cube, binning)
-        net.adapt(torch.from_numpy(counts), channel_ev=self._net_channel_ev(signal, binning))
+        guide_t = None if prepared.guide is None else torch.from_numpy(prepared.guide)
+        net.adapt(
+            torch.from_numpy(counts), guide_t, channel_ev=self._net_channel_ev(signal, binning)
+        )
+        _fit_blend(net)
         out = predict_cube(
             net,
             counts,
@@ -685,10 +689,13 @@ class Denoiser:
         ny, nx, ne = src.shape
         ys, xs = _central_region(ny, nx)
         region = signal_to_cube(src[ys, xs, window.slice].compute())
+        gnorm = None if (guide is None or not self.guided) else normalise_guide(guide)
         net.adapt(
             torch.from_numpy(bin_energy(region, binning)),
+            None if gnorm is None else torch.from_numpy(np.ascontiguousarray(gnorm[ys, xs])),
             channel_ev=self._net_channel_ev(signal, binning),
         )
+        _fit_blend(net)  # once, here: the dask tasks only read it
         profile = _profile(region, 0)
         del region
         step = int(getattr(net, "tile_multiple", 1))
@@ -699,7 +706,6 @@ class Denoiser:
         # one block = one network tile, on the network's pixel grid (as predict_cube tiles an
         # eager cube, so both give the same result)
         side = -(-max(self.tile, 1) // step) * step
-        gnorm = None if (guide is None or not self.guided) else normalise_guide(guide)
         device = self._device()
         e_tile = self._energy_tile()
 
@@ -932,6 +938,7 @@ class _HeldOutSelection(L.Callback):
         self.curve: list[list[float]] = []
         self.best_step = 0
         self._best: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+        self._lowest = float("inf")
         self._waited = 0
 
     def _errors(self, module: N2SModule) -> torch.Tensor:
@@ -969,7 +976,10 @@ class _HeldOutSelection(L.Callback):
             better = float(diff.mean()) < -HELD_OUT_Z * se
         if better:
             state = {k: v.detach().clone() for k, v in module.net.state_dict().items()}
-            self._best, self.best_step, self._waited = (err, state), step, 0
+            self._best, self.best_step = (err, state), step
+        mean = float(err.mean())
+        if mean < self._lowest:
+            self._lowest, self._waited = mean, 0
         else:
             self._waited += 1
             if self._waited >= self.patience:
@@ -986,6 +996,13 @@ class _HeldOutSelection(L.Callback):
         self._score(trainer, pl_module)
         if self._best is not None:
             pl_module.net.load_state_dict(self._best[1])
+
+
+def _fit_blend(net: torch.nn.Module) -> None:
+    """Fit the network's blend (``PriorMixture.fit_blend``), if it has one, on the cube it
+    was just adapted to, before any tile is predicted."""
+    if hasattr(net, "fit_blend"):
+        net.fit_blend()
 
 
 #: Standard errors by which a later held-out score must beat the kept one (see

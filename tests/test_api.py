@@ -517,6 +517,25 @@ def test_held_out_score_that_falls_trains_every_step(small_phantom, monkeypatch)
     assert "held_out_curve" not in none.history and len(none.history["loss_curve"]) == 12
 
 
+def test_held_out_score_that_falls_slowly_keeps_training(small_phantom, monkeypatch):
+    """Gains too small to replace the kept weights still count as progress: training goes on
+    (and the kept weights move once the gain adds up to two standard errors)."""
+    from n2s_eds import api
+
+    gen = torch.Generator().manual_seed(0)
+    values = iter(1.0 - 1e-4 * np.arange(50))  # each score 1e-4 lower: ~0.5 standard error
+
+    def errors(self, module):
+        noise = 1e-2 * torch.rand(400, generator=gen, dtype=torch.float64)
+        return next(values) + noise - noise.mean()
+
+    monkeypatch.setattr(api._HeldOutSelection, "_errors", errors)
+    den = Denoiser(steps=40, val_every=4, patience=4, progress=False, seed=2)
+    den.fit(small_phantom.noisy)
+    assert len(den.history["loss_curve"]) == 40  # never 4 scores without a lower mean
+    assert den.history["best_step"] > 4  # the first 0.5-standard-error gain did not replace it
+
+
 def test_held_out_pixels_are_never_training_targets(small_phantom):
     from n2s_eds.data import CubeSample, PatchDataset
     from n2s_eds.models import PriorMixture

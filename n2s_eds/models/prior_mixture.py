@@ -299,6 +299,18 @@ class PriorMixture(nn.Module):
         ``w + 1`` channels (element maps) is measured without bias by the
         hidden-spectrum loss (``window_loss`` of the training module). Only 0
         works with ``residual_sigma`` or the coarse path.
+    blend_ev : float
+        When > 0, the output adds back, band by band, a share ``beta`` of what the
+        J-invariant estimate ``f`` leaves out of the pixel's own counts at the scale
+        of an X-ray peak: ``f + beta C (x - f)``, with ``C`` a Gaussian of this
+        width (eV, standard deviation) along energy (see :meth:`fit_blend`). A
+        J-invariant estimate can never use a voxel's own count; at high counts
+        per pixel the own pixel's peak areas are worth more than their noise.
+        0 gives the J-invariant estimate itself.
+    blend_window_ev, blend_pixels : float, int
+        :meth:`fit_blend` scores the blend on sums over sliding energy windows of
+        ``blend_window_ev`` (about an element map's window) besides single voxels,
+        on the central ``blend_pixels x blend_pixels`` pixels of the adapted cube.
     init_mixture : bool
         Whether :meth:`init_weights` (called once before training) starts the
         mixing network at the best fixed mixture of each band, fitted in closed
@@ -333,6 +345,9 @@ class PriorMixture(nn.Module):
         init_mixture: bool = True,
         rank_fractions: tuple[float, ...] = (1.0,),
         own_window: int = 0,
+        blend_ev: float = 60.0,
+        blend_window_ev: float = 200.0,
+        blend_pixels: int = 64,
     ):
         super().__init__()
         self.init_mixture = bool(init_mixture)
@@ -412,6 +427,25 @@ class PriorMixture(nn.Module):
         self.register_buffer("count_scale", torch.tensor(1.0), persistent=False)
         self.rank_errors: list[float] = []
         self._coarse_cache: tuple | None = None
+        if blend_ev < 0 or blend_window_ev <= 0 or int(blend_pixels) < 1:
+            raise ValueError(
+                "blend_ev must be >= 0 eV, blend_window_ev > 0 eV and blend_pixels >= 1, got "
+                f"{blend_ev}, {blend_window_ev}, {blend_pixels}"
+            )
+        if blend_ev > 0 and (
+            self.own_window or self.rank_fractions != (1.0,) or residual_sigma > 0 or coarse_ev > 0
+        ):
+            raise ValueError(
+                "blend_ev > 0 works only with own_window=0, rank_fractions=(1.0,), "
+                "residual_sigma=0 and coarse_ev=0; pass blend_ev=0 to combine those"
+            )
+        self.blend_ev = float(blend_ev)
+        self.blend_window_ev = float(blend_window_ev)
+        self.blend_pixels = int(blend_pixels)
+        # the blend's per-band weights and the crop of the last adapt() they are fitted on
+        self.register_buffer("_blend_counts", torch.zeros(0), persistent=False)
+        self.register_buffer("_blend_guide", torch.zeros(0), persistent=False)
+        self._blend: tuple | None = None  # (key, (n_bands,) weights, report)
 
     #: Hide whole spectra in training: the weights must not see the hidden pixel.
     default_mask_mode = "spectrum"
@@ -464,7 +498,8 @@ class PriorMixture(nn.Module):
         cube : torch.Tensor
             Counts, (E, Y, X), the processing window only.
         guide : torch.Tensor, optional
-            Unused; accepted for a uniform interface.
+            (Y, X) or (1, 1, Y, X) normalised guide image (``guide=True``), kept
+            with the central crop of the cube on which :meth:`fit_blend` fits.
         max_pixels : int
             At most this many pixels (a regular subsample) enter each SVD.
         channel_ev : float, optional
@@ -478,6 +513,7 @@ class PriorMixture(nn.Module):
         self._coarse_cache = None
         cube = cube.detach().to(torch.float32)
         e, y, x = cube.shape
+        self._store_blend_crop(cube, guide)
         flat = cube.reshape(e, y * x)
         mean = flat.mean().clamp_min(1e-6)
         b = flat.mean(dim=1) + 1e-3 * mean  # channel means (> 0)
@@ -987,7 +1023,7 @@ class PriorMixture(nn.Module):
         return out
 
     def blind_forward(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
-        """Estimate every voxel exactly as training does: without its own pixel's say.
+        """Estimate every voxel exactly as training does, then add the blend.
 
         The scan is cut into ``grid x grid`` interleaved pixel sets; for each
         set, its pixels' spectra are replaced by their 8 neighbours' mean, the
@@ -996,12 +1032,31 @@ class PriorMixture(nn.Module):
         gives the estimates of that set's pixels. Training hides pixels the
         same way (whole-spectrum Bernoulli masks), so no estimate depends on
         its own voxel's count and the network is used exactly as trained.
+        With ``blend_ev > 0``, the blend fitted by :meth:`fit_blend` is then
+        added (``f + beta C (x - f)``), which is no longer J-invariant.
         """
+        est = self._blind(counts, guide)
+        if self.blend_ev <= 0:
+            return est
+        beta = self.fit_blend().to(counts.device, counts.dtype)
+        if not bool((beta > 0).any()):
+            return est
+        band = self._band_of_channel(counts.shape[2], counts.device)
+        resid = self._energy_smooth((counts - est)[:, 0])
+        return est + (beta[band].view(1, -1, 1, 1) * resid)[:, None]
+
+    def _blind(self, counts: Tensor, guide: Tensor | None, own: bool = False):
+        """The J-invariant estimates (B, 1, E, Y, X) of :meth:`blind_forward`; with
+        ``own=True`` also each pixel's weight on its own abundances (B, G, Y, X)."""
         from ..masking import replace_masked
 
         _, _, _, y, x = counts.shape
         grid = self.tile_multiple
         out = torch.empty_like(counts)
+        own_lr = None
+        if own:
+            low_ops = self._operators((y, x), guide, counts.device, counts.dtype)[0]
+            own_lr = counts.new_empty(counts.shape[0], self.n_bands, y, x)
         for i in range(grid):
             for j in range(grid):
                 sel = torch.zeros(y, x, dtype=torch.bool, device=counts.device)
@@ -1009,7 +1064,185 @@ class PriorMixture(nn.Module):
                 hidden = replace_masked(counts, sel.expand_as(counts), "local_mean")[:, 0]
                 w = self._weights(hidden, self._abundances(hidden), guide)
                 out = torch.where(sel, self.mix(counts, w, guide=guide, pixels=sel), out)
-        return out
+                if own:
+                    part = self._own_weight(w[:, :, : self.n_lowrank], low_ops)
+                    own_lr = torch.where(sel, part, own_lr)
+        return (out, own_lr) if own else out
+
+    # ------------------------------------------------------------------ blend
+    def _store_blend_crop(self, cube: Tensor, guide: Tensor | None) -> None:
+        """Keep the central ``blend_pixels``-square crop of ``cube`` (and guide) for
+        :meth:`fit_blend`; a new crop makes any fitted blend stale."""
+        self._blend = None
+        if self.blend_ev <= 0:
+            return
+        _, y, x = cube.shape
+        n = self.blend_pixels
+        y0, x0 = max(0, (y - n) // 2), max(0, (x - n) // 2)
+        ys, xs = slice(y0, y0 + min(n, y)), slice(x0, x0 + min(n, x))
+        self._blend_counts = cube[:, ys, xs].detach().to(torch.float32).clone()
+        if guide is None:
+            self._blend_guide = torch.zeros(0, device=cube.device)
+        else:
+            g = guide.detach().to(cube.device, torch.float32)
+            self._blend_guide = g.reshape(g.shape[-2:])[ys, xs].clone()
+
+    def _energy_kernel(self) -> Tensor:
+        return gaussian_kernel1d(self.blend_ev / self.channel_ev, dtype=torch.float64)
+
+    def _energy_smooth(self, d: Tensor) -> Tensor:
+        """``C d`` for (B, E, Y, X) ``d``: the blend's Gaussian along energy, half-sample
+        symmetric ends (the operator of :func:`_kernel_matrix`, rows and columns summing
+        to 1)."""
+        b, e, y, x = d.shape
+        k = self._energy_kernel()
+        r = k.numel() // 2
+        if r >= e:  # more than one reflection: the dense operator
+            mat = _kernel_matrix(e, k).to(d.device, d.dtype)
+            return torch.einsum("ef,bfyx->beyx", mat, d)
+        rows = d.permute(0, 2, 3, 1).reshape(-1, 1, e)
+        padded = torch.cat([rows[..., :r].flip(-1), rows, rows[..., -r:].flip(-1)], dim=-1)
+        out = F.conv1d(padded, k.to(d.device, d.dtype).view(1, 1, -1))
+        return out.reshape(b, y, x, e).permute(0, 3, 1, 2)
+
+    def _blend_key(self) -> tuple:
+        """What the fitted blend depends on: the crop, the basis and the weights."""
+        with torch.no_grad():
+            sums = tuple(
+                (float(p.double().sum()), float(p.double().square().sum()))
+                for p in self.parameters()
+            )
+        return (self._blend_counts.data_ptr(), self.basis.data_ptr(), self.channel_ev, sums)
+
+    @torch.no_grad()
+    def fit_blend(self) -> Tensor:
+        """The blend's per-band shares ``beta`` (n_bands,), fitted on the adapted cube.
+
+        The estimate ``f`` is J-invariant and linear in each pixel's own counts
+        (through the projection of its own spectrum on the other channels), so
+        for Poisson counts the error of ``f + beta C (x - f)`` against the
+        expected counts has an unbiased estimate in closed form, for single
+        voxels and for sums over energy windows alike (a Poisson unbiased risk
+        estimate: the squared difference to the counts, minus the counts, plus
+        twice the counts times the output's derivative in them). ``beta`` in
+        [0, 1] per band maximises the sum of the two estimated gains in dB over
+        the counts (voxels, and windows of ``blend_window_ev``), on the central
+        ``blend_pixels``-square crop kept by :meth:`adapt`. Refitted only when the
+        crop, basis or weights change. Counts that are not whole numbers (no
+        Poisson noise model) get ``beta = 0``. :attr:`blend_report` says what was
+        fitted and the estimated gains.
+        """
+        key = self._blend_key()
+        if self._blend is None or self._blend[0] != key:
+            beta, report = self._fit_blend()
+            self._blend = (key, beta, report)
+        return self._blend[1]
+
+    @property
+    def blend_report(self) -> dict:
+        """What :meth:`fit_blend` found: ``beta`` per band and the estimated gains (dB) of
+        the J-invariant estimate and of the blend, voxels and windows (empty before)."""
+        return dict(self._blend[2]) if self._blend is not None else {}
+
+    def _fit_blend(self) -> tuple[Tensor, dict]:
+        g = self.n_bands
+        zero = torch.zeros(g)
+        c = self._blend_counts
+        if self.blend_ev <= 0 or not c.numel():
+            return zero, {"beta": zero.tolist(), "why": "no blend"}
+        if not bool((c == torch.round(c)).all()) or bool((c < 0).any()):
+            why = "counts are not whole non-negative numbers: no Poisson risk estimate"
+            return zero, {"beta": zero.tolist(), "why": why}
+        guide = self._blend_guide[None, None] if self._blend_guide.numel() else None
+        if self.guide and guide is None:
+            return zero, {"beta": zero.tolist(), "why": "no guide was given to adapt()"}
+        e, y, xw = c.shape
+        was_training = self.training
+        self.eval()
+        f, own = self._blind(c[None, None], guide, own=True)
+        self.train(was_training)
+        cpu = torch.float64
+        x = c.reshape(e, -1).to("cpu", cpu)
+        fm = f[0, 0].reshape(e, -1).to("cpu", cpu)
+        o = own[0].reshape(g, -1).to("cpu", cpu)  # (G, N)
+        u = self._energy_smooth((c[None] - f[:, 0]).to("cpu", cpu))[0].reshape(e, -1)
+        onehot = F.one_hot(self._band_of_channel(e, "cpu"), g).to(cpu)  # (E, G)
+        k = self._energy_kernel()
+        cmat = _kernel_matrix(e, k)
+        radius = min(k.numel() // 2, e)
+        v = self.basis.to("cpu", cpu)
+        sc = self.channel_scale.to("cpu", cpu)
+        proj = sc[:, None] * (v @ v.T) / sc[None, :]  # proj[e', e]: count e -> channel e'
+        proj.fill_diagonal_(0.0)  # the own voxel is left out (J-invariance)
+        w = max(1, min(e, int(round(self.blend_window_ev / self.channel_ev))))
+        stride = max(1, w // 2)
+        starts = torch.arange(0, e - w + 1, stride)
+        omega = torch.zeros(len(starts), e, dtype=cpu)
+        for i, s0 in enumerate(starts.tolist()):
+            omega[i, s0 : s0 + w] = 1.0
+        smat = omega.T @ omega  # windows holding both channels
+        xsum = x.sum(dim=1)  # (E,)
+        xo = x @ o.T  # (E, G): counts times own weight of band h
+        # Q[h, e] (voxels) and T[h, g, e] (windows): what C brings back of the own counts
+        # through the projection of the own spectrum, per unit own weight of band h
+        q = torch.zeros(g, e, dtype=cpu)
+        t = torch.zeros(g, g, e, dtype=cpu)
+        for h, (lo, hi) in enumerate(self._band_edges(e)):
+            if hi <= lo:
+                continue
+            rows = slice(max(0, lo - radius), min(e, hi + radius))
+            n_h = cmat[rows, lo:hi] @ proj[lo:hi, :]  # (rows, E)
+            idx = torch.arange(rows.start, rows.stop)
+            q[h, idx] = n_h[torch.arange(len(idx)), idx]
+            t[h] = onehot[rows].T @ (smat[rows] * n_h)
+        t0 = onehot.T @ (smat * cmat)  # (G, E)
+        vmat = onehot.T @ (smat * proj)  # (G, E): f's own-spectrum term, per own weight
+        # voxels: R_c(beta) = c0 + sum_g a_g beta_g^2 + 2 beta_g (b_g + d_g)
+        a_c = (u * u).sum(dim=1) @ onehot
+        b_c = (u * (fm - x)).sum(dim=1) @ onehot
+        d_c = (xsum * torch.diagonal(cmat) - (xo * q.T).sum(dim=1)) @ onehot
+        c0 = float(((fm - x) ** 2).sum() - xsum.sum())
+        raw_c = float(xsum.sum())
+        # windows: R_w(beta) = w0 + beta^T H beta + 2 beta^T (k + d)
+        fx = omega @ (fm - x)  # (W, N)
+        uu = torch.stack([omega @ (onehot[:, j : j + 1] * u) for j in range(g)])  # (G, W, N)
+        hmat = torch.einsum("gwn,hwn->gh", uu, uu)
+        k_w = torch.einsum("gwn,wn->g", uu, fx)
+        d_w = t0 @ xsum - torch.einsum("eh,hge->g", xo, t)
+        w0 = float((fx**2).sum() - (xsum * torch.diagonal(smat)).sum())
+        w0 += 2.0 * float((xo * vmat.T).sum())
+        raw_w = float((xsum * torch.diagonal(smat)).sum())
+        report = {"window_channels": w}
+        if not (c0 > 0 and w0 > 0 and raw_c > 0):
+            report.update(beta=zero.tolist(), why="risk estimates not positive: too few counts")
+            return zero, report
+        lin_c, lin_w = (b_c + d_c).numpy(), (k_w + d_w).numpy()
+        a_np, h_np = a_c.numpy(), hmat.numpy()
+
+        def risks(b: np.ndarray) -> tuple[float, float]:
+            rc = c0 + float(a_np @ (b * b)) + 2.0 * float(b @ lin_c)
+            rw = w0 + float(b @ h_np @ b) + 2.0 * float(b @ lin_w)
+            return rc, rw
+
+        def objective(b: np.ndarray) -> tuple[float, np.ndarray]:
+            rc, rw = risks(b)
+            if rc <= 0 or rw <= 0:
+                return 1e6, np.zeros_like(b)
+            grad = (2.0 * a_np * b + 2.0 * lin_c) / rc + (2.0 * h_np @ b + 2.0 * lin_w) / rw
+            return math.log(rc) + math.log(rw), grad
+
+        from scipy.optimize import minimize
+
+        res = minimize(objective, np.zeros(g), jac=True, bounds=[(0.0, 1.0)] * g)
+        beta = np.clip(res.x, 0.0, 1.0)
+        rc, rw = risks(beta)
+        db = lambda raw, r: 10.0 * math.log10(raw / r) if r > 0 else float("nan")  # noqa: E731
+        report.update(
+            beta=[round(float(b_), 4) for b_ in beta],
+            voxel_gain_db=[round(db(raw_c, c0), 3), round(db(raw_c, rc), 3)],
+            window_gain_db=[round(db(raw_w, w0), 3), round(db(raw_w, rw), 3)],
+        )
+        return torch.from_numpy(beta).to(torch.float32), report
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, masked: Tensor | None = None
