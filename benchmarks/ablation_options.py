@@ -68,7 +68,9 @@ def _case(name: str) -> bench.Case:
 def run(cases: list[str], specs: list[str], command: str) -> None:
     print(f"`{command}`")
     print()
-    print("| case | options | cube (dB) | maps (dB) | worst map ratio | cube / maps PSNR | kept / last step | s |")
+    print(
+        "| case | options | cube (dB) | maps (dB) | worst map ratio | cube / maps PSNR | kept / last step | s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in cases:
         case = _case(name)
@@ -77,7 +79,9 @@ def run(cases: list[str], specs: list[str], command: str) -> None:
             guide = case.guide if model.pop("guided", 0) else None
             t0 = time.perf_counter()
             den = Denoiser(seed=0, progress=False, model_options=model or None, **options)
-            out = np.asarray(den.fit(case.signal, haadf=guide).denoise(case.signal, haadf=guide).data)
+            out = np.asarray(
+                den.fit(case.signal, haadf=guide).denoise(case.signal, haadf=guide).data
+            )
             sec = time.perf_counter() - t0
             row, _ = bench.score(case, out[..., case.window.slice].astype(np.float32))
             psnr = (

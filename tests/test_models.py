@@ -245,9 +245,10 @@ def test_guide_enters_the_weights():
 
 
 def test_blind_forward_estimates_exclude_own_pixel_from_weights():
-    """Inference hides each pixel from the weight network, as training does."""
+    """Inference hides each pixel from the weight network, as training does (without the
+    blend, which adds back a share of the own counts on purpose)."""
     cube, _ = low_rank_cube()
-    net = PriorMixture(rank=3)
+    net = PriorMixture(rank=3, blend_ev=0.0)
     net.adapt(torch.from_numpy(cube))
     torch.nn.init.normal_(net.head.weight, std=1.0)
     x = torch.from_numpy(cube)[None, None]
@@ -463,3 +464,95 @@ def test_init_weights_with_window_loss_trade_voxel_for_window_error():
     (v_vox, w_vox), (v_win, w_win) = errors(voxel), errors(window)
     assert v_vox <= v_win + 1e-9
     assert w_win <= w_vox + 1e-9
+
+
+def _blend_output(net, x, beta):
+    """``net``'s output with the blend's shares set to ``beta`` (instead of fitted)."""
+    net._blend = (net._blend_key(), torch.as_tensor(beta, dtype=torch.float32), {})
+    with torch.no_grad():
+        return net(x)[0, 0].double()
+
+
+def test_blend_risk_estimates_are_unbiased():
+    """The blend's Poisson risk estimates (voxels and energy windows) average to the true
+    squared errors over noise draws, at fixed shares, with per-pixel weights that vary."""
+    from n2s_eds.losses import window_sums
+    from n2s_eds.models.prior_mixture import _blend_risks
+
+    cube, truth = low_rank_cube(dose=40.0)
+    net = PriorMixture(rank=3, n_bands=2)
+    net.adapt(torch.from_numpy(cube))
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    beta = np.array([0.3, 0.7])
+    mu = torch.from_numpy(truth).double()
+    rng = np.random.default_rng(1)
+    diffs = []
+    for _ in range(24):
+        draw = torch.from_numpy(rng.poisson(truth).astype(np.float32))
+        net._store_blend_crop(draw, None)  # same basis and weights, new counts
+        stats = net._blend_statistics()
+        est = _blend_risks(stats, beta)
+        out = _blend_output(net, draw[None, None], beta)
+        w = stats["window_channels"]
+        err_w = window_sums((out - mu).reshape(out.shape[0], -1).T, w)
+        diffs.append([est[0] - float(((out - mu) ** 2).sum()), est[1] - float((err_w**2).sum())])
+        if len(diffs) == 1:
+            scale = [float(((draw - mu) ** 2).sum()), float(stats["raw_w"])]
+    d = np.array(diffs)
+    se = d.std(axis=0, ddof=1) / np.sqrt(len(d))
+    assert np.all(np.abs(d.mean(axis=0)) < 4 * se + 1e-3 * np.array(scale))
+    # the estimate is informative: the draws' errors are well below the raw counts' noise
+    assert np.all(se < 0.05 * np.array(scale))
+
+
+def test_blend_improves_a_high_count_cube_and_keeps_shapes():
+    cube, truth = low_rank_cube(dose=400.0)
+    x = torch.from_numpy(cube)[None, None]
+    plain, blended = PriorMixture(rank=3, blend_ev=0.0), PriorMixture(rank=3)
+    for net in (plain, blended):
+        net.adapt(torch.from_numpy(cube))
+    with torch.no_grad():
+        a, b = plain(x)[0, 0].numpy(), blended(x)[0, 0].numpy()
+    report = blended.blend_report
+    assert b.shape == cube.shape and max(report["beta"]) > 0
+    # the estimated gains are what the truth shows: the blend is better
+    assert report["voxel_gain_db"][1] >= report["voxel_gain_db"][0]
+    assert report["window_gain_db"][1] > report["window_gain_db"][0]
+    assert np.mean((b - truth) ** 2) < np.mean((a - truth) ** 2)
+    torch.testing.assert_close(torch.from_numpy(a), blended._blind(x, None)[0, 0])
+    # pixel totals move towards the counts' by at most the blend's share
+    assert abs(b.sum() / cube.sum() - 1.0) < 0.01
+
+
+def test_blend_is_refitted_when_the_weights_or_cube_change():
+    cube, _ = low_rank_cube(dose=200.0)
+    net = PriorMixture(rank=3)
+    net.adapt(torch.from_numpy(cube))
+    first = net.fit_blend().clone()
+    assert net.fit_blend() is net._blend[1]  # cached
+    with torch.no_grad():
+        net.head.bias.add_(torch.linspace(-2.0, 2.0, net.head.bias.numel()))
+    assert not torch.equal(net.fit_blend(), first)
+    net.adapt(torch.from_numpy(cube))
+    assert net._blend is None
+
+
+def test_blend_needs_whole_counts_and_the_guide():
+    cube, _ = low_rank_cube(dose=200.0)
+    net = PriorMixture(rank=3)
+    net.adapt(torch.from_numpy(cube * 0.37))
+    assert not net.fit_blend().any() and "whole" in net.blend_report["why"]
+    guided = PriorMixture(rank=3, guide=True)
+    guided.adapt(torch.from_numpy(cube))
+    assert not guided.fit_blend().any() and "guide" in guided.blend_report["why"]
+    guided.adapt(torch.from_numpy(cube), torch.from_numpy(cube.sum(axis=0) / cube.sum()))
+    assert guided.fit_blend().any()
+
+
+def test_blend_options():
+    assert PriorMixture().blend_ev > 0
+    assert PriorMixture(own_window=3).blend_ev == 0  # by default, off where it does not apply
+    with pytest.raises(ValueError, match="blend_ev=0"):
+        PriorMixture(own_window=3, blend_ev=60.0)
+    with pytest.raises(ValueError, match="blend_ev"):
+        PriorMixture(blend_ev=-1.0)

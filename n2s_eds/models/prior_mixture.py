@@ -40,6 +40,9 @@ from ._common import check_input
 
 __all__ = ["PriorMixture", "gaussian_kernel1d", "smooth2d"]
 
+#: Width (eV, standard deviation along energy) of the blend's filter by default.
+DEFAULT_BLEND_EV = 60.0
+
 #: Channel width (eV) assumed by :meth:`PriorMixture.adapt` when it is not told one.
 ASSUMED_CHANNEL_EV = 10.0
 
@@ -62,6 +65,15 @@ def _simplex_least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     )
     w = np.clip(res.x, 0.0, None)
     return w / w.sum()
+
+
+def _blend_risks(stats: dict, beta: np.ndarray) -> tuple[float, float]:
+    """Unbiased estimates of the summed squared error, against the expected counts, of
+    single voxels and of energy-window sums of the blend with shares ``beta`` (per band),
+    from :meth:`PriorMixture._blend_statistics`."""
+    rc = stats["c0"] + float(stats["a_c"] @ (beta * beta)) + 2.0 * float(beta @ stats["lin_c"])
+    rw = stats["w0"] + float(beta @ stats["h_w"] @ beta) + 2.0 * float(beta @ stats["lin_w"])
+    return rc, rw
 
 
 def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> Tensor:
@@ -299,14 +311,16 @@ class PriorMixture(nn.Module):
         ``w + 1`` channels (element maps) is measured without bias by the
         hidden-spectrum loss (``window_loss`` of the training module). Only 0
         works with ``residual_sigma`` or the coarse path.
-    blend_ev : float
+    blend_ev : float or None
         When > 0, the output adds back, band by band, a share ``beta`` of what the
         J-invariant estimate ``f`` leaves out of the pixel's own counts at the scale
         of an X-ray peak: ``f + beta C (x - f)``, with ``C`` a Gaussian of this
         width (eV, standard deviation) along energy (see :meth:`fit_blend`). A
         J-invariant estimate can never use a voxel's own count; at high counts
         per pixel the own pixel's peak areas are worth more than their noise.
-        0 gives the J-invariant estimate itself.
+        0 gives the J-invariant estimate itself; ``None`` (default) is
+        :data:`DEFAULT_BLEND_EV` where the blend applies (``own_window=0``,
+        ``rank_fractions=(1.0,)``, no residual or coarse path) and 0 otherwise.
     blend_window_ev, blend_pixels : float, int
         :meth:`fit_blend` scores the blend on sums over sliding energy windows of
         ``blend_window_ev`` (about an element map's window) besides single voxels,
@@ -345,7 +359,7 @@ class PriorMixture(nn.Module):
         init_mixture: bool = True,
         rank_fractions: tuple[float, ...] = (1.0,),
         own_window: int = 0,
-        blend_ev: float = 60.0,
+        blend_ev: float | None = None,
         blend_window_ev: float = 200.0,
         blend_pixels: int = 64,
     ):
@@ -427,14 +441,17 @@ class PriorMixture(nn.Module):
         self.register_buffer("count_scale", torch.tensor(1.0), persistent=False)
         self.rank_errors: list[float] = []
         self._coarse_cache: tuple | None = None
+        plain = not (
+            self.own_window or self.rank_fractions != (1.0,) or residual_sigma > 0 or coarse_ev > 0
+        )
+        if blend_ev is None:
+            blend_ev = DEFAULT_BLEND_EV if plain else 0.0
         if blend_ev < 0 or blend_window_ev <= 0 or int(blend_pixels) < 1:
             raise ValueError(
                 "blend_ev must be >= 0 eV, blend_window_ev > 0 eV and blend_pixels >= 1, got "
                 f"{blend_ev}, {blend_window_ev}, {blend_pixels}"
             )
-        if blend_ev > 0 and (
-            self.own_window or self.rank_fractions != (1.0,) or residual_sigma > 0 or coarse_ev > 0
-        ):
+        if blend_ev > 0 and not plain:
             raise ValueError(
                 "blend_ev > 0 works only with own_window=0, rank_fractions=(1.0,), "
                 "residual_sigma=0 and coarse_ev=0; pass blend_ev=0 to combine those"
@@ -1145,18 +1162,54 @@ class PriorMixture(nn.Module):
         return dict(self._blend[2]) if self._blend is not None else {}
 
     def _fit_blend(self) -> tuple[Tensor, dict]:
+        zero = torch.zeros(self.n_bands)
+        stats = self._blend_statistics()
+        if isinstance(stats, str):
+            return zero, {"beta": zero.tolist(), "why": stats}
+        report = {"window_channels": stats["window_channels"]}
+        c0, w0 = _blend_risks(stats, np.zeros(self.n_bands))
+        if not (c0 > 0 and w0 > 0):
+            report.update(beta=zero.tolist(), why="risk estimates not positive: too few counts")
+            return zero, report
+        from scipy.optimize import minimize
+
+        a_c, lin_c, h_w, lin_w = stats["a_c"], stats["lin_c"], stats["h_w"], stats["lin_w"]
+
+        def objective(b: np.ndarray) -> tuple[float, np.ndarray]:
+            rc, rw = _blend_risks(stats, b)
+            if rc <= 0 or rw <= 0:
+                return 1e6, np.zeros_like(b)
+            grad = (2.0 * a_c * b + 2.0 * lin_c) / rc + (2.0 * h_w @ b + 2.0 * lin_w) / rw
+            return math.log(rc) + math.log(rw), grad
+
+        res = minimize(objective, np.zeros(self.n_bands), jac=True, bounds=[(0.0, 1.0)] * len(a_c))
+        beta = np.clip(res.x, 0.0, 1.0)
+        rc, rw = _blend_risks(stats, beta)
+
+        def db(raw: float, r: float) -> float:
+            return round(10.0 * math.log10(raw / r), 3) if r > 0 else float("nan")
+
+        report.update(
+            beta=[round(float(v), 4) for v in beta],
+            voxel_gain_db=[db(stats["raw_c"], c0), db(stats["raw_c"], rc)],
+            window_gain_db=[db(stats["raw_w"], w0), db(stats["raw_w"], rw)],
+        )
+        return torch.from_numpy(beta).to(torch.float32), report
+
+    @torch.no_grad()
+    def _blend_statistics(self) -> dict | str:
+        """What the blend's risk estimates need, from the crop kept by :meth:`adapt`
+        (see :func:`_blend_risks`), or why there is none (a string)."""
         g = self.n_bands
-        zero = torch.zeros(g)
         c = self._blend_counts
         if self.blend_ev <= 0 or not c.numel():
-            return zero, {"beta": zero.tolist(), "why": "no blend"}
+            return "no blend"
         if not bool((c == torch.round(c)).all()) or bool((c < 0).any()):
-            why = "counts are not whole non-negative numbers: no Poisson risk estimate"
-            return zero, {"beta": zero.tolist(), "why": why}
+            return "counts are not whole non-negative numbers: no Poisson risk estimate"
         guide = self._blend_guide[None, None] if self._blend_guide.numel() else None
         if self.guide and guide is None:
-            return zero, {"beta": zero.tolist(), "why": "no guide was given to adapt()"}
-        e, y, xw = c.shape
+            return "no guide was given to adapt()"
+        e = c.shape[0]
         was_training = self.training
         self.eval()
         f, own = self._blind(c[None, None], guide, own=True)
@@ -1175,74 +1228,52 @@ class PriorMixture(nn.Module):
         proj = sc[:, None] * (v @ v.T) / sc[None, :]  # proj[e', e]: count e -> channel e'
         proj.fill_diagonal_(0.0)  # the own voxel is left out (J-invariance)
         w = max(1, min(e, int(round(self.blend_window_ev / self.channel_ev))))
-        stride = max(1, w // 2)
-        starts = torch.arange(0, e - w + 1, stride)
+        starts = torch.arange(0, e - w + 1, max(1, w // 2))
         omega = torch.zeros(len(starts), e, dtype=cpu)
         for i, s0 in enumerate(starts.tolist()):
             omega[i, s0 : s0 + w] = 1.0
-        smat = omega.T @ omega  # windows holding both channels
+        smat = omega.T @ omega  # smat[e', e]: windows holding both channels
         xsum = x.sum(dim=1)  # (E,)
-        xo = x @ o.T  # (E, G): counts times own weight of band h
-        # Q[h, e] (voxels) and T[h, g, e] (windows): what C brings back of the own counts
-        # through the projection of the own spectrum, per unit own weight of band h
+        xo = x @ o.T  # (E, G): the counts times the pixels' own weight in band h
+        # The derivative of the output in a pixel's own count e is, for the estimate f,
+        # own_h proj[e', e] (e' in band h); through the blend, beta (C (I - df/dx)).
+        # Q[h, e] (voxels) and T[h, g, e] (windows) hold what C brings back of the own
+        # count through f's projection of the own spectrum, per unit own weight in band h.
         q = torch.zeros(g, e, dtype=cpu)
         t = torch.zeros(g, g, e, dtype=cpu)
         for h, (lo, hi) in enumerate(self._band_edges(e)):
             if hi <= lo:
                 continue
             rows = slice(max(0, lo - radius), min(e, hi + radius))
-            n_h = cmat[rows, lo:hi] @ proj[lo:hi, :]  # (rows, E)
+            n_h = cmat[rows, lo:hi] @ proj[lo:hi, :]  # (rows, E): C D_h proj
             idx = torch.arange(rows.start, rows.stop)
             q[h, idx] = n_h[torch.arange(len(idx)), idx]
             t[h] = onehot[rows].T @ (smat[rows] * n_h)
-        t0 = onehot.T @ (smat * cmat)  # (G, E)
-        vmat = onehot.T @ (smat * proj)  # (G, E): f's own-spectrum term, per own weight
-        # voxels: R_c(beta) = c0 + sum_g a_g beta_g^2 + 2 beta_g (b_g + d_g)
-        a_c = (u * u).sum(dim=1) @ onehot
-        b_c = (u * (fm - x)).sum(dim=1) @ onehot
-        d_c = (xsum * torch.diagonal(cmat) - (xo * q.T).sum(dim=1)) @ onehot
-        c0 = float(((fm - x) ** 2).sum() - xsum.sum())
-        raw_c = float(xsum.sum())
-        # windows: R_w(beta) = w0 + beta^T H beta + 2 beta^T (k + d)
         fx = omega @ (fm - x)  # (W, N)
         uu = torch.stack([omega @ (onehot[:, j : j + 1] * u) for j in range(g)])  # (G, W, N)
-        hmat = torch.einsum("gwn,hwn->gh", uu, uu)
-        k_w = torch.einsum("gwn,wn->g", uu, fx)
-        d_w = t0 @ xsum - torch.einsum("eh,hge->g", xo, t)
-        w0 = float((fx**2).sum() - (xsum * torch.diagonal(smat)).sum())
-        w0 += 2.0 * float((xo * vmat.T).sum())
-        raw_w = float((xsum * torch.diagonal(smat)).sum())
-        report = {"window_channels": w}
-        if not (c0 > 0 and w0 > 0 and raw_c > 0):
-            report.update(beta=zero.tolist(), why="risk estimates not positive: too few counts")
-            return zero, report
-        lin_c, lin_w = (b_c + d_c).numpy(), (k_w + d_w).numpy()
-        a_np, h_np = a_c.numpy(), hmat.numpy()
-
-        def risks(b: np.ndarray) -> tuple[float, float]:
-            rc = c0 + float(a_np @ (b * b)) + 2.0 * float(b @ lin_c)
-            rw = w0 + float(b @ h_np @ b) + 2.0 * float(b @ lin_w)
-            return rc, rw
-
-        def objective(b: np.ndarray) -> tuple[float, np.ndarray]:
-            rc, rw = risks(b)
-            if rc <= 0 or rw <= 0:
-                return 1e6, np.zeros_like(b)
-            grad = (2.0 * a_np * b + 2.0 * lin_c) / rc + (2.0 * h_np @ b + 2.0 * lin_w) / rw
-            return math.log(rc) + math.log(rw), grad
-
-        from scipy.optimize import minimize
-
-        res = minimize(objective, np.zeros(g), jac=True, bounds=[(0.0, 1.0)] * g)
-        beta = np.clip(res.x, 0.0, 1.0)
-        rc, rw = risks(beta)
-        db = lambda raw, r: 10.0 * math.log10(raw / r) if r > 0 else float("nan")  # noqa: E731
-        report.update(
-            beta=[round(float(b_), 4) for b_ in beta],
-            voxel_gain_db=[round(db(raw_c, c0), 3), round(db(raw_c, rc), 3)],
-            window_gain_db=[round(db(raw_w, w0), 3), round(db(raw_w, rw), 3)],
-        )
-        return torch.from_numpy(beta).to(torch.float32), report
+        in_windows = xsum * torch.diagonal(smat)  # counts times windows holding them
+        stats = {
+            "window_channels": w,
+            # voxels: risk(beta) = c0 + sum_g a_g beta_g^2 + 2 beta_g lin_g
+            "c0": float(((fm - x) ** 2).sum() - xsum.sum()),
+            "a_c": ((u * u).sum(dim=1) @ onehot).numpy(),
+            "lin_c": (
+                (u * (fm - x)).sum(dim=1) @ onehot
+                + (xsum * torch.diagonal(cmat) - (xo * q.T).sum(dim=1)) @ onehot
+            ).numpy(),
+            "raw_c": float(xsum.sum()),
+            # windows: risk(beta) = w0 + beta^T H beta + 2 beta^T lin
+            "w0": float((fx**2).sum() - in_windows.sum())
+            + 2.0 * float((xo * (onehot.T @ (smat * proj)).T).sum()),
+            "h_w": torch.einsum("gwn,hwn->gh", uu, uu).numpy(),
+            "lin_w": (
+                torch.einsum("gwn,wn->g", uu, fx)
+                + (onehot.T @ (smat * cmat)) @ xsum
+                - torch.einsum("eh,hge->g", xo, t)
+            ).numpy(),
+            "raw_w": float(in_windows.sum()),
+        }
+        return stats
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, masked: Tensor | None = None
