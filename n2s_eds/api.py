@@ -788,6 +788,8 @@ class Denoiser:
             params["energy_bin_width_ev"] = round(binning.width_ev, 6)
         if hasattr(net, "rank"):
             params["spectral_rank"] = int(net.rank)
+        if getattr(net, "blend_report", None):
+            params["energy_blend"] = json.dumps(net.blend_report)
         out = result_signal(signal, data, "n2s_eds", {}, "n2s_eds denoised")
         out.metadata.set_item(
             "Signal.Denoising.parameters", {k: v for k, v in params.items() if v is not None}

@@ -612,7 +612,10 @@ class PriorMixture(nn.Module):
         window_loss, window_channels : float, int
             As in training (:class:`n2s_eds.module.N2SModule`): the fit then also
             minimises ``window_loss`` times the squared error of the sums over
-            sliding energy windows of ``window_channels``, within each band.
+            sliding energy windows of ``window_channels``, within each band,
+            corrected for what the candidates take from the own pixel's other
+            channels in the window (:meth:`_window_own_terms`), so that it is
+            the windows' error against the expected counts for Poisson counts.
 
         Returns
         -------
@@ -640,13 +643,14 @@ class PriorMixture(nn.Module):
         for g, (lo, hi) in enumerate(edges):
             f = torch.stack([cd[lo:hi].reshape(-1) for cd in cands])  # (n, V)
             gram, rhs = f @ f.T / f.shape[1], f @ target[lo:hi].reshape(-1) / f.shape[1]
-            if window_loss > 0:  # the candidates' spectra are the columns (E, V)
+            if window_loss > 0 and hi > lo:  # the candidates' spectra are the columns (E, V)
                 sw = [window_sums(cd[lo:hi].T, window_channels) for cd in cands]
                 fw = torch.stack([v.reshape(-1) for v in sw])
                 tw = window_sums(target[lo:hi].T, window_channels).reshape(-1)
                 w = min(int(window_channels), hi - lo)
+                own = self._window_own_terms(target, keep, (lo, hi), w, (y, x), guide)
                 gram = gram + window_loss * (fw @ fw.T) / (fw.shape[1] * w)
-                rhs = rhs + window_loss * (fw @ tw) / (fw.shape[1] * w)
+                rhs = rhs + window_loss * (fw @ tw - own) / (fw.shape[1] * w)
             fitted[g] = torch.from_numpy(
                 _simplex_least_squares(gram.cpu().numpy(), rhs.cpu().numpy())
             )
@@ -659,6 +663,49 @@ class PriorMixture(nn.Module):
         full[:, : self.n_candidates] = bias
         self.head.bias.copy_(full.reshape(-1).to(self.head.bias))
         return fitted.to(torch.float32)
+
+    def _window_own_terms(
+        self,
+        counts: Tensor,
+        keep: Tensor,
+        band: tuple[int, int],
+        w: int,
+        hw: tuple[int, int],
+        guide: Tensor | None,
+    ) -> Tensor:
+        """Per candidate, what its window sums owe to the own pixel's counts (n,).
+
+        A low-rank candidate estimates a voxel from its own pixel's other channels
+        (the projection of its own spectrum, spatial weight ``a``), so a window sum
+        of it is correlated with the counts of the same window: the window error
+        measured against the counts is too small by twice that covariance. For
+        Poisson counts it is ``a sum_e x_e sum_e' S[e', e] P[e', e]`` (``S``: windows
+        holding both channels, ``P`` the projection without the entries the
+        candidate leaves out), estimated without bias from the counts ``x`` of the
+        ``keep`` pixels. Raw candidates use no other channel: 0.
+        """
+        lo, hi = band
+        n = hi - lo
+        starts = torch.arange(0, n - w + 1, max(1, w // 2))
+        omega = torch.zeros(len(starts), n, dtype=torch.float64)
+        for i, s0 in enumerate(starts.tolist()):
+            omega[i, s0 : s0 + w] = 1.0
+        smat = omega.T @ omega
+        v = self.basis.to("cpu", torch.float64)[lo:hi]
+        sc = self.channel_scale.to("cpu", torch.float64)[lo:hi]
+        near = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs() <= self.own_window
+        xb = counts[lo:hi].to("cpu", torch.float64)  # (n, V) counts of the kept pixels
+        per_rank = {}
+        for r in sorted(set(self._candidate_ranks())):
+            proj = sc[:, None] * (v[:, :r] @ v[:, :r].T) / sc[None, :]
+            proj = proj.masked_fill(near, 0.0)
+            per_rank[r] = xb.T @ (smat * proj).sum(dim=0)  # (V,) per pixel
+        low_ops = self._operators(hw, guide, self.basis.device, self.basis.dtype)[0]
+        out = torch.zeros(self.n_candidates, dtype=torch.float64)
+        for i, ((_, diag), r) in enumerate(zip(low_ops, self._candidate_ranks(), strict=True)):
+            a = diag.reshape(-1)[keep].to("cpu", torch.float64)
+            out[i] = (a * per_rank[r]).sum()
+        return out.to(counts.device)
 
     def _candidates(self, c: Tensor, guide: Tensor | None) -> list[Tensor]:
         """Each fine candidate alone (B, E, Y, X), J-invariant, in the weights' order."""
