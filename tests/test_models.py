@@ -466,24 +466,26 @@ def test_init_weights_with_window_loss_trade_voxel_for_window_error():
     assert w_win <= w_vox + 1e-9
 
 
-def _blend_output(net, x, beta):
+def _blend_output(net, x, beta, knots=None):
     """``net``'s output with the blend's shares set to ``beta`` (instead of fitted)."""
-    net._blend = (net._blend_key(), torch.as_tensor(beta, dtype=torch.float32), {})
+    shares = torch.as_tensor(beta, dtype=torch.float32).view(net.n_bands, -1)
+    net._blend = (net._blend_key(), shares, knots, {})
     with torch.no_grad():
         return net(x)[0, 0].double()
 
 
-def test_blend_risk_estimates_are_unbiased():
+@pytest.mark.parametrize("levels", [1, 3])
+def test_blend_risk_estimates_are_unbiased(levels):
     """The blend's Poisson risk estimates (voxels and energy windows) average to the true
     squared errors over noise draws, at fixed shares, with per-pixel weights that vary."""
     from n2s_eds.losses import window_sums
     from n2s_eds.models.prior_mixture import _blend_risks
 
     cube, truth = low_rank_cube(dose=40.0)
-    net = PriorMixture(rank=3, n_bands=2)
+    net = PriorMixture(rank=3, n_bands=2, blend_levels=levels)
     net.adapt(torch.from_numpy(cube))
     torch.nn.init.normal_(net.head.weight, std=0.5)
-    beta = np.array([0.3, 0.7])
+    beta = np.linspace(0.3, 0.7, 2 * levels)
     mu = torch.from_numpy(truth).double()
     rng = np.random.default_rng(1)
     diffs = []
@@ -491,8 +493,9 @@ def test_blend_risk_estimates_are_unbiased():
         draw = torch.from_numpy(rng.poisson(truth).astype(np.float32))
         net._store_blend_crop(draw, None)  # same basis and weights, new counts
         stats = net._blend_statistics()
+        assert (stats["knots"] is not None) == (levels > 1)
         est = _blend_risks(stats, beta)
-        out = _blend_output(net, draw[None, None], beta)
+        out = _blend_output(net, draw[None, None], beta, stats["knots"])
         w = stats["window_channels"]
         err_w = window_sums((out - mu).reshape(out.shape[0], -1).T, w)
         diffs.append([est[0] - float(((out - mu) ** 2).sum()), est[1] - float((err_w**2).sum())])
@@ -514,7 +517,7 @@ def test_blend_improves_a_high_count_cube_and_keeps_shapes():
     with torch.no_grad():
         a, b = plain(x)[0, 0].numpy(), blended(x)[0, 0].numpy()
     report = blended.blend_report
-    assert b.shape == cube.shape and max(report["beta"]) > 0
+    assert b.shape == cube.shape and np.max(report["beta"]) > 0
     # the estimated gains are what the truth shows: the blend is better
     assert report["voxel_gain_db"][1] >= report["voxel_gain_db"][0]
     assert report["window_gain_db"][1] > report["window_gain_db"][0]
@@ -585,3 +588,25 @@ def test_window_own_terms_make_the_window_error_unbiased():
     se = d.std(ddof=1) / np.sqrt(len(d))
     assert abs(d.mean()) < 4 * se
     assert p.mean() < -8 * se  # without the correction: biased low
+
+
+def test_blend_levels_interpolate_between_count_levels():
+    """With count levels, pixels' shares interpolate between levels (weights sum to 1),
+    the risk estimates stay unbiased in form, and one level is the plain per-band share."""
+    cube, truth = low_rank_cube(dose=300.0)
+    net = PriorMixture(rank=3, blend_levels=3)
+    net.adapt(torch.from_numpy(cube))
+    beta = net.fit_blend()
+    assert beta.shape == (net.n_bands, 3)
+    knots = net._blend[2]
+    phi = net._level_weights(torch.from_numpy(cube)[None], knots)
+    torch.testing.assert_close(phi.sum(dim=1), torch.ones(1, *cube.shape[1:]))
+    assert float(phi.min()) >= 0 and len(net.blend_report["level_knots"]) == 3
+    with torch.no_grad():
+        out = net(torch.from_numpy(cube)[None, None])[0, 0].numpy()
+    one = PriorMixture(rank=3)
+    one.adapt(torch.from_numpy(cube))
+    with torch.no_grad():
+        ref = one(torch.from_numpy(cube)[None, None])[0, 0].numpy()
+    # more freedom fitted by an unbiased criterion: not worse than one share per band
+    assert np.mean((out - truth) ** 2) <= 1.02 * np.mean((ref - truth) ** 2)

@@ -69,9 +69,10 @@ def _simplex_least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _blend_risks(stats: dict, beta: np.ndarray) -> tuple[float, float]:
     """Unbiased estimates of the summed squared error, against the expected counts, of
-    single voxels and of energy-window sums of the blend with shares ``beta`` (per band),
+    single voxels and of energy-window sums of the blend with shares ``beta`` (per band and
+    count level, flattened band-major),
     from :meth:`PriorMixture._blend_statistics`."""
-    rc = stats["c0"] + float(stats["a_c"] @ (beta * beta)) + 2.0 * float(beta @ stats["lin_c"])
+    rc = stats["c0"] + float(beta @ stats["a_c"] @ beta) + 2.0 * float(beta @ stats["lin_c"])
     rw = stats["w0"] + float(beta @ stats["h_w"] @ beta) + 2.0 * float(beta @ stats["lin_w"])
     return rc, rw
 
@@ -325,6 +326,11 @@ class PriorMixture(nn.Module):
         :meth:`fit_blend` scores the blend on sums over sliding energy windows of
         ``blend_window_ev`` (about an element map's window) besides single voxels,
         on the central ``blend_pixels x blend_pixels`` pixels of the adapted cube.
+    blend_levels : int
+        With more than 1, the share is fitted at this many count levels (the
+        total counts of a pixel's neighbours, on a log scale between quantiles of
+        the cube) and interpolated between them per pixel: pixels in bright
+        regions can take more of their own counts than those of the background.
     init_mixture : bool
         Whether :meth:`init_weights` (called once before training) starts the
         mixing network at the best fixed mixture of each band, fitted in closed
@@ -362,6 +368,7 @@ class PriorMixture(nn.Module):
         blend_ev: float | None = None,
         blend_window_ev: float = 200.0,
         blend_pixels: int = 64,
+        blend_levels: int = 1,
     ):
         super().__init__()
         self.init_mixture = bool(init_mixture)
@@ -446,10 +453,11 @@ class PriorMixture(nn.Module):
         )
         if blend_ev is None:
             blend_ev = DEFAULT_BLEND_EV if plain else 0.0
-        if blend_ev < 0 or blend_window_ev <= 0 or int(blend_pixels) < 1:
+        if blend_ev < 0 or blend_window_ev <= 0 or int(blend_pixels) < 1 or int(blend_levels) < 1:
             raise ValueError(
-                "blend_ev must be >= 0 eV, blend_window_ev > 0 eV and blend_pixels >= 1, got "
-                f"{blend_ev}, {blend_window_ev}, {blend_pixels}"
+                "blend_ev must be >= 0 eV, blend_window_ev > 0 eV, blend_pixels >= 1 and "
+                f"blend_levels >= 1, got {blend_ev}, {blend_window_ev}, {blend_pixels}, "
+                f"{blend_levels}"
             )
         if blend_ev > 0 and not plain:
             raise ValueError(
@@ -459,10 +467,11 @@ class PriorMixture(nn.Module):
         self.blend_ev = float(blend_ev)
         self.blend_window_ev = float(blend_window_ev)
         self.blend_pixels = int(blend_pixels)
+        self.blend_levels = int(blend_levels)
         # the blend's per-band weights and the crop of the last adapt() they are fitted on
         self.register_buffer("_blend_counts", torch.zeros(0), persistent=False)
         self.register_buffer("_blend_guide", torch.zeros(0), persistent=False)
-        self._blend: tuple | None = None  # (key, (n_bands,) weights, report)
+        self._blend: tuple | None = None  # (key, (n_bands, levels) shares, knots, report)
 
     #: Hide whole spectra in training: the weights must not see the hidden pixel.
     default_mask_mode = "spectrum"
@@ -1102,12 +1111,31 @@ class PriorMixture(nn.Module):
         est = self._blind(counts, guide)
         if self.blend_ev <= 0:
             return est
-        beta = self.fit_blend().to(counts.device, counts.dtype)
+        beta = self.fit_blend().to(counts.device, counts.dtype)  # (G, L)
         if not bool((beta > 0).any()):
             return est
         band = self._band_of_channel(counts.shape[2], counts.device)
         resid = self._energy_smooth((counts - est)[:, 0])
-        return est + (beta[band].view(1, -1, 1, 1) * resid)[:, None]
+        phi = self._level_weights(counts[:, 0], self._blend[2])  # (B, L, Y, X)
+        share = torch.einsum("el,blyx->beyx", beta[band], phi)
+        return est + (share * resid)[:, None]
+
+    def _level_weights(self, c: Tensor, knots: Tensor | None) -> Tensor:
+        """(B, L, Y, X) interpolation weights of each pixel between the blend's count
+        levels (summing to 1), from the log total counts of its neighbours (which do not
+        hold its own counts); all ones with one level."""
+        b, _, y, x = c.shape
+        if knots is None or knots.numel() < 2:
+            return c.new_ones(b, 1, y, x)
+        level = torch.log1p(self._neighbour_mean(c).sum(dim=1))  # (B, Y, X)
+        k = knots.to(c.device, c.dtype)
+        pos = torch.bucketize(level.clamp(k[0], k[-1]), k[1:-1])  # segment index
+        lo, hi = k[pos], k[pos + 1]
+        t = ((level.clamp(k[0], k[-1]) - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+        phi = c.new_zeros(b, k.numel(), y, x)
+        phi.scatter_(1, pos[:, None], (1 - t)[:, None])
+        phi.scatter_add_(1, (pos + 1)[:, None], t[:, None])
+        return phi
 
     def _blind(self, counts: Tensor, guide: Tensor | None, own: bool = False):
         """The J-invariant estimates (B, 1, E, Y, X) of :meth:`blind_forward`; with
@@ -1180,7 +1208,7 @@ class PriorMixture(nn.Module):
 
     @torch.no_grad()
     def fit_blend(self) -> Tensor:
-        """The blend's per-band shares ``beta`` (n_bands,), fitted on the adapted cube.
+        """The blend's shares ``beta`` (n_bands, blend_levels), fitted on the adapted cube.
 
         The estimate ``f`` is J-invariant and linear in each pixel's own counts
         (through the projection of its own spectrum on the other channels), so
@@ -1198,26 +1226,30 @@ class PriorMixture(nn.Module):
         """
         key = self._blend_key()
         if self._blend is None or self._blend[0] != key:
-            beta, report = self._fit_blend()
-            self._blend = (key, beta, report)
+            beta, knots, report = self._fit_blend()
+            self._blend = (key, beta, knots, report)
         return self._blend[1]
 
     @property
     def blend_report(self) -> dict:
         """What :meth:`fit_blend` found: ``beta`` per band and the estimated gains (dB) of
         the J-invariant estimate and of the blend, voxels and windows (empty before)."""
-        return dict(self._blend[2]) if self._blend is not None else {}
+        return dict(self._blend[3]) if self._blend is not None else {}
 
-    def _fit_blend(self) -> tuple[Tensor, dict]:
-        zero = torch.zeros(self.n_bands)
+    def _fit_blend(self) -> tuple[Tensor, Tensor | None, dict]:
+        zero = torch.zeros(self.n_bands, self.blend_levels)
         stats = self._blend_statistics()
         if isinstance(stats, str):
-            return zero, {"beta": zero.tolist(), "why": stats}
+            return zero, None, {"beta": zero.tolist(), "why": stats}
+        knots = stats["knots"]
         report = {"window_channels": stats["window_channels"]}
-        c0, w0 = _blend_risks(stats, np.zeros(self.n_bands))
+        if knots is not None:
+            report["level_knots"] = [round(float(v), 4) for v in knots]
+        n = zero.numel()
+        c0, w0 = _blend_risks(stats, np.zeros(n))
         if not (c0 > 0 and w0 > 0):
             report.update(beta=zero.tolist(), why="risk estimates not positive: too few counts")
-            return zero, report
+            return zero, knots, report
         from scipy.optimize import minimize
 
         a_c, lin_c, h_w, lin_w = stats["a_c"], stats["lin_c"], stats["h_w"], stats["lin_w"]
@@ -1226,22 +1258,23 @@ class PriorMixture(nn.Module):
             rc, rw = _blend_risks(stats, b)
             if rc <= 0 or rw <= 0:
                 return 1e6, np.zeros_like(b)
-            grad = (2.0 * a_c * b + 2.0 * lin_c) / rc + (2.0 * h_w @ b + 2.0 * lin_w) / rw
+            grad = (2.0 * a_c @ b + 2.0 * lin_c) / rc + (2.0 * h_w @ b + 2.0 * lin_w) / rw
             return math.log(rc) + math.log(rw), grad
 
-        res = minimize(objective, np.zeros(self.n_bands), jac=True, bounds=[(0.0, 1.0)] * len(a_c))
+        res = minimize(objective, np.zeros(n), jac=True, bounds=[(0.0, 1.0)] * n)
         beta = np.clip(res.x, 0.0, 1.0)
         rc, rw = _blend_risks(stats, beta)
 
         def db(raw: float, r: float) -> float:
             return round(10.0 * math.log10(raw / r), 3) if r > 0 else float("nan")
 
+        shares = torch.from_numpy(beta).to(torch.float32).view(self.n_bands, self.blend_levels)
         report.update(
-            beta=[round(float(v), 4) for v in beta],
+            beta=[[round(float(v), 4) for v in row] for row in shares],
             voxel_gain_db=[db(stats["raw_c"], c0), db(stats["raw_c"], rc)],
             window_gain_db=[db(stats["raw_w"], w0), db(stats["raw_w"], rw)],
         )
-        return torch.from_numpy(beta).to(torch.float32), report
+        return shares, knots, report
 
     @torch.no_grad()
     def _blend_statistics(self) -> dict | str:
@@ -1280,8 +1313,20 @@ class PriorMixture(nn.Module):
         for i, s0 in enumerate(starts.tolist()):
             omega[i, s0 : s0 + w] = 1.0
         smat = omega.T @ omega  # smat[e', e]: windows holding both channels
+        # count levels: each pixel's interpolation weights phi (L, N)
+        knots = None
+        if self.blend_levels > 1:
+            level = torch.log1p(self._neighbour_mean(c[None]).sum(dim=1)).reshape(-1)
+            probs = torch.linspace(0.05, 0.95, self.blend_levels, device=level.device)
+            knots = torch.quantile(level, probs).cpu()
+            if not bool((knots[1:] > knots[:-1]).all()):
+                knots = None  # too few distinct levels: one share per band
+        phi = self._level_weights(c[None], knots)[0].reshape(-1, c[0].numel()).to("cpu", cpu)
+        nl = phi.shape[0]
+        xsum_l = x @ phi.T  # (E, L): counts, weighted by level
         xsum = x.sum(dim=1)  # (E,)
         xo = x @ o.T  # (E, G): the counts times the pixels' own weight in band h
+        xo_l = torch.einsum("en,hn,ln->ehl", x, o, phi)  # (E, G, L)
         # The derivative of the output in a pixel's own count e is, for the estimate f,
         # own_h proj[e', e] (e' in band h); through the blend, beta (C (I - df/dx)).
         # Q[h, e] (voxels) and T[h, g, e] (windows) hold what C brings back of the own
@@ -1299,25 +1344,36 @@ class PriorMixture(nn.Module):
         fx = omega @ (fm - x)  # (W, N)
         uu = torch.stack([omega @ (onehot[:, j : j + 1] * u) for j in range(g)])  # (G, W, N)
         in_windows = xsum * torch.diagonal(smat)  # counts times windows holding them
+        # parameters (g, l) flattened g-major: share of band g at level l
+        ug2 = onehot.T @ (u * u)  # (G, N)
+        a_c = torch.zeros(g, nl, g, nl, dtype=cpu)
+        a_c[torch.arange(g), :, torch.arange(g), :] = torch.einsum("gn,ln,kn->glk", ug2, phi, phi)
+        lin_c = (
+            torch.einsum("gn,ln->gl", onehot.T @ (u * (fm - x)), phi)
+            + onehot.T @ (xsum_l * torch.diagonal(cmat)[:, None])
+            - torch.einsum("ehl,he,eg->gl", xo_l, q, onehot)
+        )
+        m = torch.einsum("gwn,hwn->ghn", uu, uu)
+        h_w = torch.einsum("ghn,ln,kn->glhk", m, phi, phi)
+        lin_w = (
+            torch.einsum("gwn,wn,ln->gl", uu, fx, phi)
+            + torch.einsum("ge,el->gl", onehot.T @ (smat * cmat), xsum_l)
+            - torch.einsum("ehl,hge->gl", xo_l, t)
+        )
+        n_par = g * nl
         stats = {
             "window_channels": w,
-            # voxels: risk(beta) = c0 + sum_g a_g beta_g^2 + 2 beta_g lin_g
+            "knots": knots,
+            # voxels: risk(beta) = c0 + beta^T A beta + 2 beta^T lin
             "c0": float(((fm - x) ** 2).sum() - xsum.sum()),
-            "a_c": ((u * u).sum(dim=1) @ onehot).numpy(),
-            "lin_c": (
-                (u * (fm - x)).sum(dim=1) @ onehot
-                + (xsum * torch.diagonal(cmat) - (xo * q.T).sum(dim=1)) @ onehot
-            ).numpy(),
+            "a_c": a_c.reshape(n_par, n_par).numpy(),
+            "lin_c": lin_c.reshape(-1).numpy(),
             "raw_c": float(xsum.sum()),
-            # windows: risk(beta) = w0 + beta^T H beta + 2 beta^T lin
+            # windows: the same form
             "w0": float((fx**2).sum() - in_windows.sum())
             + 2.0 * float((xo * (onehot.T @ (smat * proj)).T).sum()),
-            "h_w": torch.einsum("gwn,hwn->gh", uu, uu).numpy(),
-            "lin_w": (
-                torch.einsum("gwn,wn->g", uu, fx)
-                + (onehot.T @ (smat * cmat)) @ xsum
-                - torch.einsum("eh,hge->g", xo, t)
-            ).numpy(),
+            "h_w": h_w.reshape(n_par, n_par).numpy(),
+            "lin_w": lin_w.reshape(-1).numpy(),
             "raw_w": float(in_windows.sum()),
         }
         return stats
