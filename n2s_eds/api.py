@@ -279,11 +279,12 @@ class Denoiser:
         other pixels and their own other channels); later weights replace the
         kept ones only when their error is lower by more than two standard
         errors of the pixel-wise difference, and training stops after
-        ``patience`` scores without such a gain. A network fitted to a noisy cube can fit its noise; the held-out
+        ``patience`` scores in a row without a lower error than any before. A
+        network fitted to a noisy cube can fit its noise; the held-out
         pixels' counts are not in the fit, so their score measures the error
         against the expected counts. 0 trains all pixels for ``steps`` steps.
     val_every, patience : int
-        Steps between held-out scores; scores without a gain before stopping.
+        Steps between held-out scores; scores without a lower error before stopping.
     low_kev, high_kev : float
         Processing window in keV; channels outside it are returned unchanged.
         The upper edge is lowered to the beam energy when that is lower.
@@ -916,7 +917,9 @@ class _HeldOutSelection(L.Callback):
     given) measures the network on data it was not fitted to. Later weights
     replace the kept ones only when their error is lower by more than
     :data:`HELD_OUT_Z` standard errors of the voxel-wise difference: a
-    flat, noisy score keeps the earlier, simpler network.
+    flat, noisy score keeps the earlier, simpler network. Training stops after
+    ``patience`` scores in a row with no lower mean error than any before (a
+    slow but steady fall keeps it going).
     """
 
     def __init__(
