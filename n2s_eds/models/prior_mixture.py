@@ -67,6 +67,16 @@ def _simplex_least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
+def _window_matrix(n: int, w: int) -> Tensor:
+    """(n_windows, n) float64 indicators of the sliding energy windows of ``w`` channels
+    that :func:`n2s_eds.losses.window_sums` sums over (stride half a window)."""
+    starts = torch.arange(0, n - w + 1, max(1, w // 2))
+    omega = torch.zeros(len(starts), n, dtype=torch.float64)
+    for i, s0 in enumerate(starts.tolist()):
+        omega[i, s0 : s0 + w] = 1.0
+    return omega
+
+
 def _blend_risks(stats: dict, beta: np.ndarray) -> tuple[float, float]:
     """Unbiased estimates of the summed squared error, against the expected counts, of
     single voxels and of energy-window sums of the blend with shares ``beta`` (per band and
@@ -673,6 +683,14 @@ class PriorMixture(nn.Module):
         self.head.bias.copy_(full.reshape(-1).to(self.head.bias))
         return fitted.to(torch.float32)
 
+    def _projection_matrix(self, r: int | None = None, lo: int = 0, hi: int | None = None):
+        """``P[e', e]`` (float64, CPU) for channels ``lo:hi``: the weight of count ``e`` in a
+        pixel's spectrum projected (in counts) on the first ``r`` basis vectors (all by
+        default), at channel ``e'``."""
+        v = self.basis.to("cpu", torch.float64)[lo:hi, :r]
+        sc = self.channel_scale.to("cpu", torch.float64)[lo:hi]
+        return sc[:, None] * (v @ v.T) / sc[None, :]
+
     def _window_own_terms(
         self,
         counts: Tensor,
@@ -695,19 +713,13 @@ class PriorMixture(nn.Module):
         """
         lo, hi = band
         n = hi - lo
-        starts = torch.arange(0, n - w + 1, max(1, w // 2))
-        omega = torch.zeros(len(starts), n, dtype=torch.float64)
-        for i, s0 in enumerate(starts.tolist()):
-            omega[i, s0 : s0 + w] = 1.0
+        omega = _window_matrix(n, w)
         smat = omega.T @ omega
-        v = self.basis.to("cpu", torch.float64)[lo:hi]
-        sc = self.channel_scale.to("cpu", torch.float64)[lo:hi]
         near = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs() <= self.own_window
         xb = counts[lo:hi].to("cpu", torch.float64)  # (n, V) counts of the kept pixels
         per_rank = {}
         for r in sorted(set(self._candidate_ranks())):
-            proj = sc[:, None] * (v[:, :r] @ v[:, :r].T) / sc[None, :]
-            proj = proj.masked_fill(near, 0.0)
+            proj = self._projection_matrix(r, lo, hi).masked_fill(near, 0.0)
             per_rank[r] = xb.T @ (smat * proj).sum(dim=0)  # (V,) per pixel
         low_ops = self._operators(hw, guide, self.basis.device, self.basis.dtype)[0]
         out = torch.zeros(self.n_candidates, dtype=torch.float64)
@@ -1030,10 +1042,7 @@ class PriorMixture(nn.Module):
             return self._coarse_cache[1]
         kernel = gaussian_kernel1d(self.coarse_ev / self.channel_ev, dtype=torch.float64)
         cmat = _kernel_matrix(e, kernel)
-        v = self.basis.to(torch.float64).cpu()
-        sc = self.channel_scale.to(torch.float64).cpu()
-        # P[e', e]: weight of count e in the projected spectrum at channel e'
-        proj = (sc[:, None] * (v @ v.T)) / sc[None, :]
+        proj = self._projection_matrix()
         m = cmat * proj.T  # m[e, e'] = C[e, e'] P[e', e]
         m.fill_diagonal_(0.0)
         onehot = torch.nn.functional.one_hot(band.cpu(), self.n_bands).to(torch.float64)
@@ -1303,15 +1312,10 @@ class PriorMixture(nn.Module):
         k = self._energy_kernel()
         cmat = _kernel_matrix(e, k)
         radius = min(k.numel() // 2, e)
-        v = self.basis.to("cpu", cpu)
-        sc = self.channel_scale.to("cpu", cpu)
-        proj = sc[:, None] * (v @ v.T) / sc[None, :]  # proj[e', e]: count e -> channel e'
+        proj = self._projection_matrix()  # proj[e', e]: count e -> channel e'
         proj.fill_diagonal_(0.0)  # the own voxel is left out (J-invariance)
         w = max(1, min(e, int(round(self.blend_window_ev / self.channel_ev))))
-        starts = torch.arange(0, e - w + 1, max(1, w // 2))
-        omega = torch.zeros(len(starts), e, dtype=cpu)
-        for i, s0 in enumerate(starts.tolist()):
-            omega[i, s0 : s0 + w] = 1.0
+        omega = _window_matrix(e, w)
         smat = omega.T @ omega  # smat[e', e]: windows holding both channels
         # count levels: each pixel's interpolation weights phi (L, N)
         knots = None
@@ -1324,9 +1328,8 @@ class PriorMixture(nn.Module):
         phi = self._level_weights(c[None], knots)[0].reshape(-1, c[0].numel()).to("cpu", cpu)
         nl = phi.shape[0]
         xsum_l = x @ phi.T  # (E, L): counts, weighted by level
-        xsum = x.sum(dim=1)  # (E,)
-        xo = x @ o.T  # (E, G): the counts times the pixels' own weight in band h
-        xo_l = torch.einsum("en,hn,ln->ehl", x, o, phi)  # (E, G, L)
+        xo_l = torch.einsum("en,hn,ln->ehl", x, o, phi)  # (E, G, L): times own weight in h
+        xsum, xo = xsum_l.sum(dim=1), xo_l.sum(dim=2)  # the level weights sum to 1
         # The derivative of the output in a pixel's own count e is, for the estimate f,
         # own_h proj[e', e] (e' in band h); through the blend, beta (C (I - df/dx)).
         # Q[h, e] (voxels) and T[h, g, e] (windows) hold what C brings back of the own
