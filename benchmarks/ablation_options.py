@@ -4,7 +4,8 @@
 
 ``CASES`` is a comma list of benchmark cases; each ``SPEC`` is a comma list of
 ``name=value`` options, e.g. ``window_loss=0.25,residual_sigma=8`` (``default`` for none;
-``lowrank_sigmas=1:2:4`` gives a tuple; ``guided=1`` passes the case's HAADF as the guide).
+``lowrank_sigmas=1:2:4`` gives a tuple, ``guided_filters=1/0.01:4/0.01``
+a tuple of pairs; ``guided=1`` passes the case's HAADF as the guide).
 Besides the benchmark's cases, ``phantom_shifted_guide`` is the hallucination check's phantom
 with its HAADF shifted by :data:`n2s_eds.guide_checks.SHIFT_PX` pixels (use it with ``guided=1``).
 Options of :class:`n2s_eds.Denoiser` are passed to it; any other name is an option of the
@@ -32,7 +33,10 @@ _DENOISER_OPTIONS = set(inspect.signature(Denoiser).parameters)
 
 
 def _value(text: str) -> object:
-    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"1:2:4"`` -> (1.0, 2.0, 4.0), ``"1:"`` -> (1.0,), else the text."""
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"1:2:4"`` -> (1.0, 2.0, 4.0), ``"1:"`` -> (1.0,),
+    ``"1/0.01:2/0.01"`` -> ((1, 0.01), (2, 0.01)) (pairs, e.g. ``guided_filters``), else the text."""
+    if "/" in text:
+        return tuple(tuple(_value(v) for v in pair.split("/")) for pair in text.split(":") if pair)
     if ":" in text:
         return tuple(float(v) for v in text.split(":") if v)
     for cast in (int, float):
