@@ -508,6 +508,36 @@ def test_blend_risk_estimates_are_unbiased(levels):
     assert np.all(se < 0.05 * np.array(scale))
 
 
+def test_blend_risk_standard_errors_match_the_spread_over_noise_draws():
+    cube, truth = low_rank_cube(dose=40.0)
+    net = PriorMixture(rank=3, n_bands=2)
+    net.adapt(torch.from_numpy(cube))
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    rng = np.random.default_rng(1)
+    rec = []
+    for _ in range(24):
+        net._store_blend_crop(torch.from_numpy(rng.poisson(truth).astype(np.float32)), None)
+        s = net._blend_statistics()
+        rec.append([s["c0"], s["w0"], s["c0_se"], s["w0_se"]])
+    r = np.array(rec)
+    ratio = r[:, :2].std(axis=0, ddof=1) / r[:, 2:].mean(axis=0)
+    assert np.all((ratio > 0.6) & (ratio < 1.6)), ratio
+
+
+def test_blend_with_an_unresolved_risk_floors_it_and_adds_little_noise():
+    """A flat cube: the J-invariant estimate is as good as the counts can tell (its risk
+    estimates are below two standard errors), so the fit counts them at that resolution
+    limit and brings back almost none of the own counts' noise."""
+    flat = np.random.default_rng(2).poisson(0.2, size=(64, 32, 32)).astype(np.float32)
+    net = PriorMixture(rank=1, n_bands=2)
+    net.adapt(torch.from_numpy(flat))
+    beta = net.fit_blend()
+    report = net.blend_report
+    assert report["below_resolution"] == ["voxels", "windows"] and "why" not in report
+    assert float(beta.max()) < 0.1
+    assert np.isfinite(report["voxel_gain_db"]).all()
+
+
 def test_blend_improves_a_high_count_cube_and_keeps_shapes():
     cube, truth = low_rank_cube(dose=400.0)
     x = torch.from_numpy(cube)[None, None]

@@ -1230,8 +1230,11 @@ class PriorMixture(nn.Module):
         the counts (voxels, and windows of ``blend_window_ev``), on the central
         ``blend_pixels``-square crop kept by :meth:`adapt`. Refitted only when the
         crop, basis or weights change. Counts that are not whole numbers (no
-        Poisson noise model) get ``beta = 0``. :attr:`blend_report` says what was
-        fitted and the estimated gains.
+        Poisson noise model) get ``beta = 0``. An estimated error below two of its
+        standard errors (across pixels) is not resolved and counts as that limit,
+        as the benchmark reports such gains as bounds: the blend may then add error
+        that stays unseen, but no more. :attr:`blend_report`
+        says what was fitted, the estimated gains and which were below resolution.
         """
         key = self._blend_key()
         if self._blend is None or self._blend[0] != key:
@@ -1255,8 +1258,17 @@ class PriorMixture(nn.Module):
         if knots is not None:
             report["level_knots"] = [round(float(v), 4) for v in knots]
         n = zero.numel()
+        # An estimated risk below two standard errors (across pixels) does not resolve
+        # the error: the fit counts it as that resolution limit, R = max(R, 2 se), as the
+        # benchmark reports such a gain as a bound (n2s_eds.metrics.resolved_gain_db). An
+        # error too small to be seen gives no gain to protect, until the blend makes it
+        # large enough to be seen.
+        floor = {}
+        for name in ("c0", "w0"):
+            se = stats[name + "_se"]
+            floor[name] = 2.0 * se if math.isfinite(se) else 0.0
         c0, w0 = _blend_risks(stats, np.zeros(n))
-        if not (c0 > 0 and w0 > 0):
+        if not (max(c0, floor["c0"]) > 0 and max(w0, floor["w0"]) > 0):
             report.update(beta=zero.tolist(), why="risk estimates not positive: too few counts")
             return zero, knots, report
         from scipy.optimize import minimize
@@ -1265,14 +1277,27 @@ class PriorMixture(nn.Module):
 
         def objective(b: np.ndarray) -> tuple[float, np.ndarray]:
             rc, rw = _blend_risks(stats, b)
-            if rc <= 0 or rw <= 0:
-                return 1e6, np.zeros_like(b)
-            grad = (2.0 * a_c @ b + 2.0 * lin_c) / rc + (2.0 * h_w @ b + 2.0 * lin_w) / rw
-            return math.log(rc) + math.log(rw), grad
+            value, grad = 0.0, np.zeros_like(b)
+            for r, fl, a, lin in ((rc, floor["c0"], a_c, lin_c), (rw, floor["w0"], h_w, lin_w)):
+                if r <= fl:
+                    value += math.log(fl)
+                elif r > 0:
+                    value += math.log(r)
+                    grad += (2.0 * a @ b + 2.0 * lin) / r
+                else:
+                    return 1e6, np.zeros_like(b)
+            return value, grad
 
         res = minimize(objective, np.zeros(n), jac=True, bounds=[(0.0, 1.0)] * n)
         beta = np.clip(res.x, 0.0, 1.0)
         rc, rw = _blend_risks(stats, beta)
+        floored = [
+            k for k, r, fl in (("voxels", rc, floor["c0"]), ("windows", rw, floor["w0"])) if r <= fl
+        ]
+        if floored:
+            report["below_resolution"] = floored
+        c0, w0 = max(c0, floor["c0"]), max(w0, floor["w0"])
+        rc, rw = max(rc, floor["c0"]), max(rw, floor["w0"])
 
         def db(raw: float, r: float) -> float:
             return round(10.0 * math.log10(raw / r), 3) if r > 0 else float("nan")
@@ -1329,7 +1354,7 @@ class PriorMixture(nn.Module):
         nl = phi.shape[0]
         xsum_l = x @ phi.T  # (E, L): counts, weighted by level
         xo_l = torch.einsum("en,hn,ln->ehl", x, o, phi)  # (E, G, L): times own weight in h
-        xsum, xo = xsum_l.sum(dim=1), xo_l.sum(dim=2)  # the level weights sum to 1
+        xsum = xsum_l.sum(dim=1)  # the level weights sum to 1
         # The derivative of the output in a pixel's own count e is, for the estimate f,
         # own_h proj[e', e] (e' in band h); through the blend, beta (C (I - df/dx)).
         # Q[h, e] (voxels) and T[h, g, e] (windows) hold what C brings back of the own
@@ -1364,17 +1389,31 @@ class PriorMixture(nn.Module):
             - torch.einsum("ehl,hge->gl", xo_l, t)
         )
         n_par = g * nl
+        # per-pixel terms of the two risks of f (beta = 0), for their standard errors
+        pix_c = ((fm - x) ** 2).sum(dim=0) - x.sum(dim=0)
+        own_w = (onehot.T @ (smat * proj)).T  # (E, G)
+        pix_w = (
+            (fx**2).sum(dim=0)
+            - (x * torch.diagonal(smat)[:, None]).sum(dim=0)
+            + 2.0 * (x * (own_w @ o)).sum(dim=0)
+        )
+        npx = pix_c.numel()
+
+        def sum_se(terms: Tensor) -> float:
+            return float(terms.std() * math.sqrt(npx)) if npx > 1 else float("nan")
+
         stats = {
             "window_channels": w,
             "knots": knots,
             # voxels: risk(beta) = c0 + beta^T A beta + 2 beta^T lin
-            "c0": float(((fm - x) ** 2).sum() - xsum.sum()),
+            "c0": float(pix_c.sum()),
+            "c0_se": sum_se(pix_c),
             "a_c": a_c.reshape(n_par, n_par).numpy(),
             "lin_c": lin_c.reshape(-1).numpy(),
             "raw_c": float(xsum.sum()),
             # windows: the same form
-            "w0": float((fx**2).sum() - in_windows.sum())
-            + 2.0 * float((xo * (onehot.T @ (smat * proj)).T).sum()),
+            "w0": float(pix_w.sum()),
+            "w0_se": sum_se(pix_w),
             "h_w": h_w.reshape(n_par, n_par).numpy(),
             "lin_w": lin_w.reshape(-1).numpy(),
             "raw_w": float(in_windows.sum()),
