@@ -1263,22 +1263,17 @@ class PriorMixture(nn.Module):
         # benchmark reports such a gain as a bound (n2s_eds.metrics.resolved_gain_db). An
         # error too small to be seen gives no gain to protect, until the blend makes it
         # large enough to be seen.
-        floor = {}
-        for name in ("c0", "w0"):
-            se = stats[name + "_se"]
-            floor[name] = 2.0 * se if math.isfinite(se) else 0.0
-        c0, w0 = _blend_risks(stats, np.zeros(n))
-        if not (max(c0, floor["c0"]) > 0 and max(w0, floor["w0"]) > 0):
+        floors = [2.0 * se if math.isfinite(se) else 0.0 for se in (stats["c0_se"], stats["w0_se"])]
+        quadratic = ((stats["a_c"], stats["lin_c"]), (stats["h_w"], stats["lin_w"]))
+        start = _blend_risks(stats, np.zeros(n))
+        if not all(max(r, fl) > 0 for r, fl in zip(start, floors, strict=True)):
             report.update(beta=zero.tolist(), why="risk estimates not positive: too few counts")
             return zero, knots, report
         from scipy.optimize import minimize
 
-        a_c, lin_c, h_w, lin_w = stats["a_c"], stats["lin_c"], stats["h_w"], stats["lin_w"]
-
         def objective(b: np.ndarray) -> tuple[float, np.ndarray]:
-            rc, rw = _blend_risks(stats, b)
             value, grad = 0.0, np.zeros_like(b)
-            for r, fl, a, lin in ((rc, floor["c0"], a_c, lin_c), (rw, floor["w0"], h_w, lin_w)):
+            for r, fl, (a, lin) in zip(_blend_risks(stats, b), floors, quadratic, strict=True):
                 if r <= fl:
                     value += math.log(fl)
                 elif r > 0:
@@ -1290,14 +1285,14 @@ class PriorMixture(nn.Module):
 
         res = minimize(objective, np.zeros(n), jac=True, bounds=[(0.0, 1.0)] * n)
         beta = np.clip(res.x, 0.0, 1.0)
-        rc, rw = _blend_risks(stats, beta)
+        fitted = _blend_risks(stats, beta)
         floored = [
-            k for k, r, fl in (("voxels", rc, floor["c0"]), ("windows", rw, floor["w0"])) if r <= fl
+            k for k, r, fl in zip(("voxels", "windows"), fitted, floors, strict=True) if r <= fl
         ]
         if floored:
             report["below_resolution"] = floored
-        c0, w0 = max(c0, floor["c0"]), max(w0, floor["w0"])
-        rc, rw = max(rc, floor["c0"]), max(rw, floor["w0"])
+        c0, w0 = (max(r, fl) for r, fl in zip(start, floors, strict=True))
+        rc, rw = (max(r, fl) for r, fl in zip(fitted, floors, strict=True))
 
         def db(raw: float, r: float) -> float:
             return round(10.0 * math.log10(raw / r), 3) if r > 0 else float("nan")
@@ -1354,7 +1349,6 @@ class PriorMixture(nn.Module):
         nl = phi.shape[0]
         xsum_l = x @ phi.T  # (E, L): counts, weighted by level
         xo_l = torch.einsum("en,hn,ln->ehl", x, o, phi)  # (E, G, L): times own weight in h
-        xsum = xsum_l.sum(dim=1)  # the level weights sum to 1
         # The derivative of the output in a pixel's own count e is, for the estimate f,
         # own_h proj[e', e] (e' in band h); through the blend, beta (C (I - df/dx)).
         # Q[h, e] (voxels) and T[h, g, e] (windows) hold what C brings back of the own
@@ -1371,7 +1365,6 @@ class PriorMixture(nn.Module):
             t[h] = onehot[rows].T @ (smat[rows] * n_h)
         fx = omega @ (fm - x)  # (W, N)
         uu = torch.stack([omega @ (onehot[:, j : j + 1] * u) for j in range(g)])  # (G, W, N)
-        in_windows = xsum * torch.diagonal(smat)  # counts times windows holding them
         # parameters (g, l) flattened g-major: share of band g at level l
         ug2 = onehot.T @ (u * u)  # (G, N)
         a_c = torch.zeros(g, nl, g, nl, dtype=cpu)
@@ -1390,13 +1383,11 @@ class PriorMixture(nn.Module):
         )
         n_par = g * nl
         # per-pixel terms of the two risks of f (beta = 0), for their standard errors
-        pix_c = ((fm - x) ** 2).sum(dim=0) - x.sum(dim=0)
+        raw_pix_c = x.sum(dim=0)  # the raw counts' risks per pixel: their variances
+        raw_pix_w = (x * torch.diagonal(smat)[:, None]).sum(dim=0)  # counts x their windows
+        pix_c = ((fm - x) ** 2).sum(dim=0) - raw_pix_c
         own_w = (onehot.T @ (smat * proj)).T  # (E, G)
-        pix_w = (
-            (fx**2).sum(dim=0)
-            - (x * torch.diagonal(smat)[:, None]).sum(dim=0)
-            + 2.0 * (x * (own_w @ o)).sum(dim=0)
-        )
+        pix_w = (fx**2).sum(dim=0) - raw_pix_w + 2.0 * (x * (own_w @ o)).sum(dim=0)
         npx = pix_c.numel()
 
         def sum_se(terms: Tensor) -> float:
@@ -1410,13 +1401,13 @@ class PriorMixture(nn.Module):
             "c0_se": sum_se(pix_c),
             "a_c": a_c.reshape(n_par, n_par).numpy(),
             "lin_c": lin_c.reshape(-1).numpy(),
-            "raw_c": float(xsum.sum()),
+            "raw_c": float(raw_pix_c.sum()),
             # windows: the same form
             "w0": float(pix_w.sum()),
             "w0_se": sum_se(pix_w),
             "h_w": h_w.reshape(n_par, n_par).numpy(),
             "lin_w": lin_w.reshape(-1).numpy(),
-            "raw_w": float(in_windows.sum()),
+            "raw_w": float(raw_pix_w.sum()),
         }
         return stats
 
