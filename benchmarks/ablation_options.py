@@ -69,6 +69,20 @@ def _case(name: str) -> bench.Case:
     return bench.build_case(name, 0)
 
 
+def fit_and_score(case: bench.Case, spec: str) -> tuple[object, dict, float, Denoiser]:
+    """Train a fresh denoiser (seed 0) with the options of ``spec`` on ``case``, denoise it and
+    score the result: (denoised signal, benchmark row, wall seconds of fit + denoise, the
+    denoiser)."""
+    options, model = parse_spec(spec)
+    guide = case.guide if model.pop("guided", 0) else None
+    t0 = time.perf_counter()
+    den = Denoiser(seed=0, progress=False, model_options=model or None, **options)
+    out = den.fit(case.signal, haadf=guide).denoise(case.signal, haadf=guide)
+    sec = time.perf_counter() - t0
+    row, _ = bench.score(case, np.asarray(out.data)[..., case.window.slice].astype(np.float32))
+    return out, row, sec, den
+
+
 def run(cases: list[str], specs: list[str], command: str) -> None:
     print(f"`{command}`")
     print()
@@ -79,15 +93,7 @@ def run(cases: list[str], specs: list[str], command: str) -> None:
     for name in cases:
         case = _case(name)
         for spec in specs:
-            options, model = parse_spec(spec)
-            guide = case.guide if model.pop("guided", 0) else None
-            t0 = time.perf_counter()
-            den = Denoiser(seed=0, progress=False, model_options=model or None, **options)
-            out = np.asarray(
-                den.fit(case.signal, haadf=guide).denoise(case.signal, haadf=guide).data
-            )
-            sec = time.perf_counter() - t0
-            row, _ = bench.score(case, out[..., case.window.slice].astype(np.float32))
+            _, row, sec, den = fit_and_score(case, spec)
             psnr = (
                 f"{row['cube_psnr_db']:.2f} / {row['maps_psnr_db']:.2f}"
                 if case.truth is not None

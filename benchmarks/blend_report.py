@@ -13,15 +13,10 @@ J-invariant estimate and of the blend, and which risks were below resolution).
 from __future__ import annotations
 
 import sys
-import time
-import warnings
 
-import numpy as np
+from ablation_options import fit_and_score
 
-warnings.simplefilter("ignore")
-
-from n2s_eds import bench  # noqa: E402
-from n2s_eds.api import Denoiser  # noqa: E402
+from n2s_eds import bench
 
 
 def main(argv: list[str]) -> int:
@@ -29,18 +24,14 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     guided = len(argv) > 1 and argv[1] == "guided"
-    options = {"steps": int(argv[2])} if len(argv) > 2 else {}
+    spec = ",".join(
+        (["guided=1"] if guided else []) + ([f"steps={int(argv[2])}"] if len(argv) > 2 else [])
+    )
     print(f"`python benchmarks/blend_report.py {' '.join(argv)}`\n")
     print("| case | guide | cube (dB) | maps (dB) | worst map ratio | s |")
     print("|---|---|---|---|---|---|")
     for name in argv[0].split(","):
-        case = bench.build_case(name, 0)
-        guide = case.guide if guided else None
-        t0 = time.perf_counter()
-        den = Denoiser(seed=0, progress=False, **options)
-        out = den.fit(case.signal, haadf=guide).denoise(case.signal, haadf=guide)
-        sec = time.perf_counter() - t0
-        row, _ = bench.score(case, np.asarray(out.data)[..., case.window.slice].astype(np.float32))
+        out, row, sec, _ = fit_and_score(bench.build_case(name, 0), spec or "default")
         report = out.metadata.Signal.Denoising.parameters.energy_blend
         print(
             f"| {name} | {'yes' if guided else 'no'} | {row['cube_gain_db']:.2f} | "
