@@ -21,7 +21,7 @@ from scipy.ndimage import gaussian_filter
 
 warnings.simplefilter("ignore")
 
-from n2s_eds import bench  # noqa: E402
+from n2s_eds import bench, metrics  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -32,15 +32,14 @@ def main(argv: list[str]) -> int:
     if case.remainder is None or case.p is None:
         print(f"{argv[0]} is not a binomial split case")
         return 2
-    s = case.p / (1.0 - case.p)
     x = case.raw.astype(np.float64)
-    r = case.remainder.astype(np.float64)
-    mx = np.stack([x[..., w.slice].sum(-1) for w in case.windows])
-    mr = np.stack([r[..., w.slice].sum(-1) for w in case.windows])
+    mx = metrics.element_maps(x, case.windows)
+    mr = metrics.element_maps(case.remainder, case.windows)
     total = x[..., case.window.slice].sum(-1)
 
     def umse(d: np.ndarray) -> np.ndarray:
-        return ((d - s * mr) ** 2).mean((1, 2)) - (s * s * mr).mean((1, 2))
+        """The benchmark's split MSE of each map."""
+        return np.array([metrics.umse(dk, rk, case.p) for dk, rk in zip(d, mr, strict=True)])
 
     base = umse(mx)
     names = [w.name for w in case.windows]
