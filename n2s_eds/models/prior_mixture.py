@@ -283,7 +283,10 @@ class PriorMixture(nn.Module):
         With ``guide=True``: (radius, eps) of guided filters steered by the guide image
         (see :class:`GuidedFilter`), added as candidates beside the Gaussian scales, both
         for the low-rank and for the raw spectra. Like the Gaussian candidates they are
-        linear in the counts, keep the totals and exclude each voxel's own count.
+        linear in the counts, keep the totals and exclude each voxel's own count. The
+        default (radius 1, 2 and 4 px, eps 0.001) follows the guide's edges closely; the
+        mixing weights decide per pixel and band how much of them the counts support
+        (benchmarks/results/ablation_2026-12-01_session9.md).
     residual_sigma : float
         When > 0, what the low-rank candidates leave out of each pixel's spectrum
         (the counts minus their projection), weighted by the pixel's total
@@ -366,7 +369,7 @@ class PriorMixture(nn.Module):
         n_bands: int = 8,
         width: int = 32,
         depth: int = 4,
-        guided_filters: tuple[tuple[int, float], ...] = ((1, 0.01), (2, 0.01)),
+        guided_filters: tuple[tuple[int, float], ...] = ((1, 0.001), (2, 0.001), (4, 0.001)),
         residual_sigma: float = 0.0,
         coarse_ev: float = 0.0,
         coarse_sigmas: tuple[float, ...] = (0.0, 1.0, 2.0),
