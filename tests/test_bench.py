@@ -274,3 +274,34 @@ def test_basis_script_exact_basis_not_worse_than_randomised(small_phantoms, caps
     for k in (4, 8):
         assert by[(k, "exact")][0] > 3.0  # a real improvement over the raw cube
         assert by[(k, "exact")][0] >= by[(k, "svd_lowrank")][0] - 0.05
+
+
+def test_check_notes_compares_every_baseline_and_skips_missing_extras(
+    tmp_path, monkeypatch, capsys
+):
+    """--check-notes passes within the tolerance, fails outside it, reads the slow rows from
+    the cache it is given, and reports a baseline whose optional package is absent as SKIP."""
+    calls = []
+    offset = {"pca": 0.4}  # within 0.5 dB of the notes; changed below to fail
+
+    def fake_run_bench(cases, methods, *, seed, cache_dir):
+        calls.append((tuple(cases), tuple(methods), cache_dir))
+        result = bench.BenchResult()
+        notes = bench.NOTES_CUBE_GAINS[cases[0]]
+        for m in methods:
+            result.rows.append({"method": m, "cube_gain_db": notes[m] + offset.get(m, 0.0)})
+        return result
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    monkeypatch.setattr(bench, "_has", lambda package: package != "bm3d")
+    assert bench.check_notes(cache_dir=tmp_path)
+    out = capsys.readouterr().out
+    assert "SKIP fept_core_shell_tem bm3d: the optional package bm3d is not installed" in out
+    assert "PASS bruker_sem_30x30_highcount bm4d" in out
+    assert all(cache == tmp_path for *_, cache in calls)
+    asked = {case[0]: set(methods) for case, methods, _ in calls}
+    assert "bm3d" not in asked["fept_core_shell_tem"]
+    assert {"bm4d", "pca_gaussian"} <= asked["fept_core_shell_tem"]
+    offset["pca"] = 0.6
+    assert not bench.check_notes()
+    assert "FAIL fept_core_shell_tem pca" in capsys.readouterr().out
