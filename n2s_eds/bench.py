@@ -1368,7 +1368,8 @@ def check_notes(
     for case_name, notes in NOTES_CUBE_GAINS.items():
         expected = {}
         for method, want in notes.items():
-            missing = [p for p in ("bm3d", "bm4d") if p in METHODS[method].packages and not _has(p)]
+            versions = _package_versions(METHODS[method].packages)
+            missing = [p for p, v in versions.items() if v == "absent"]
             if missing:
                 _say(
                     f"SKIP {case_name} {method}: the optional package {missing[0]} is not installed"
@@ -1391,13 +1392,6 @@ def check_notes(
             )
     _say("check-notes: " + ("all PASS" if ok else "FAIL"))
     return ok
-
-
-def _has(package: str) -> bool:
-    """Whether ``package`` can be imported (without importing it)."""
-    import importlib.util
-
-    return importlib.util.find_spec(package) is not None
 
 
 # --------------------------------------------------------------------------------------------

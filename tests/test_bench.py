@@ -293,7 +293,12 @@ def test_check_notes_compares_every_baseline_and_skips_missing_extras(
         return result
 
     monkeypatch.setattr(bench, "run_bench", fake_run_bench)
-    monkeypatch.setattr(bench, "_has", lambda package: package != "bm3d")
+    real_versions = bench._package_versions
+
+    def versions_without_bm3d(names):
+        return {n: "absent" if n == "bm3d" else v for n, v in real_versions(names).items()}
+
+    monkeypatch.setattr(bench, "_package_versions", versions_without_bm3d)
     assert bench.check_notes(cache_dir=tmp_path)
     out = capsys.readouterr().out
     assert "SKIP fept_core_shell_tem bm3d: the optional package bm3d is not installed" in out
