@@ -30,7 +30,12 @@ import numpy as np
 
 warnings.simplefilter("ignore")
 
-from n2s_eds import baselines, bench  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
+
+from harness.cases import build_case  # noqa: E402
+from harness.scores import score  # noqa: E402
+
+from n2s_eds import baselines  # noqa: E402
 from n2s_eds.api import Denoiser  # noqa: E402
 
 
@@ -80,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
 
-    case = bench.build_case("fept_core_shell_tem", 0)
+    case = build_case("fept_core_shell_tem", 0)
     cube_vox = int(np.prod(case.raw[..., case.window.slice].shape))
     print(f"fept p=0.1: {case.raw.shape}, {cube_vox} voxels in the window", flush=True)
 
     def scored(data: np.ndarray) -> dict:
-        row, _ = bench.score(case, data[..., case.window.slice].astype(np.float32))
+        row, _ = score(case, data[..., case.window.slice].astype(np.float32))
         return {"cube_gain_db": row["cube_gain_db"], "maps_gain_db": row["maps_gain_db"]}
 
     # -- baselines and the default, same run

@@ -8,24 +8,14 @@ its scale does not depend on the masking rate.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "masked_mse",
     "masked_poisson_nll",
-    "window_sums",
     "MaskedMSELoss",
     "MaskedPoissonNLLLoss",
 ]
-
-
-def window_sums(rows: Tensor, window_channels: int) -> Tensor:
-    """Sums of (N, E) spectra over sliding energy windows of ``window_channels``
-    (half overlapping; one window of all channels when the spectra are shorter):
-    (N, n_windows). What the window loss of :class:`n2s_eds.module.N2SModule` scores."""
-    w = min(int(window_channels), rows.shape[1])
-    return F.avg_pool1d(rows[:, None], w, stride=max(1, w // 2))[:, 0] * w
 
 
 def _check(pred: Tensor, target: Tensor, mask: Tensor) -> None:

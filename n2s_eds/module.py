@@ -18,7 +18,8 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from .losses import masked_mse, masked_poisson_nll, window_sums
+from .losses import masked_mse, masked_poisson_nll
+from .ops import window_sums
 from .masking import BernoulliMasker, replace_masked
 
 __all__ = ["N2SModule", "LOSSES"]

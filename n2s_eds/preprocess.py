@@ -1,11 +1,10 @@
-"""From a spectrum image to the (E, Y, X) float32 cube the network sees, and back.
+"""From a spectrum image to the (E, Y, X) float32 cube the network sees.
 
-Everything here is plain numpy and exactly invertible: the energy window only
-selects channels (the others are returned unchanged by the API), and the dose
-scale is a single number recorded with the model. Energy binning, set in eV so
-that it means the same on 5, 10 or 20 eV channels, sums channels into bins for
-the network; :func:`unbin_energy` maps binned counts back onto the input's
-channels, keeping every pixel's counts in every bin.
+Validation of the signal and its guide image, the energy window (channels
+outside it are returned unchanged by the API), the robust normalisation of the
+guide, and energy binning set in eV, so that it means the same on 5, 10 or
+20 eV channels. :mod:`n2s_eds.postprocess` holds the way back
+(:func:`~n2s_eds.postprocess.unbin_energy` keeps every pixel's counts in every bin).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .exceptions import InvalidInputError
+from .io import check_spectrum_image, match_guide
 
 __all__ = [
     "DEFAULT_LOW_KEV",
@@ -32,7 +32,15 @@ __all__ = [
     "EnergyBinning",
     "energy_binning",
     "bin_energy",
-    "unbin_energy",
+    "check_energy_length",
+    "guide_normalisation",
+    "normalise_guide",
+    "PreparedCube",
+    "LAZY_TRAIN_SIDE",
+    "central_region",
+    "check_signal_and_guide",
+    "prepare_cube",
+    "prepare_training_cube",
 ]
 
 #: Lower edge of the processing window: the detector zero/strobe peak lies below.
@@ -344,7 +352,7 @@ def energy_binning(n_channels: int, channel_ev: float, bin_ev: float | None) -> 
     return EnergyBinning(min(factor, max(int(n_channels), 1)), int(n_channels), float(channel_ev))
 
 
-def _check_energy_length(cube: np.ndarray, n: int, what: str) -> None:
+def check_energy_length(cube: np.ndarray, n: int, what: str) -> None:
     if cube.ndim != 3 or cube.shape[0] != n:
         raise ValueError(f"{what} must be a (E, Y, X) cube with E = {n}, got shape {cube.shape}")
 
@@ -366,7 +374,7 @@ def bin_energy(cube: np.ndarray, binning: EnergyBinning) -> np.ndarray:
         C-contiguous float32 (n_bins, Y, X): each pixel's counts in each bin
         (exact sums for integer counts below 2**24).
     """
-    _check_energy_length(cube, binning.n_channels, "cube")
+    check_energy_length(cube, binning.n_channels, "cube")
     cube = np.asarray(cube)
     if binning.factor == 1:
         return np.ascontiguousarray(cube, dtype=np.float32)
@@ -374,125 +382,131 @@ def bin_energy(cube: np.ndarray, binning: EnergyBinning) -> np.ndarray:
     return np.ascontiguousarray(np.add.reduceat(cube, binning.starts, axis=0, dtype=np.float32))
 
 
-#: Channels per slab in :func:`unbin_energy` (bounds its temporary memory).
-_UNBIN_SLAB = 128
+def guide_normalisation(guide: np.ndarray) -> tuple[float, float]:
+    """(median, spread) with which :func:`normalise_guide` normalises an image.
 
-
-def _box_sum_(out: np.ndarray, radius: int) -> np.ndarray:
-    """Sum every (E, Y, X) plane over a (2r+1)^2 pixel box, in place, truncated at the edges.
-
-    Separable sums of shifted slices: exact for integer counts (no cumulative
-    sums that lose precision on large cubes).
+    The spread is the 10-90 % percentile range, or the standard deviation (1
+    for a flat image) when that range is zero.
     """
-    if radius <= 0:
-        return out
-    for axis in (1, 2):
-        src = out.copy()
-        n = src.shape[axis]
-        for d in range(1, radius + 1):
-            if d >= n:
-                break
-            lo = [slice(None)] * 3
-            hi = [slice(None)] * 3
-            lo[axis], hi[axis] = slice(0, n - d), slice(d, n)
-            out[tuple(lo)] += src[tuple(hi)]
-            out[tuple(hi)] += src[tuple(lo)]
-    return out
+    g = np.asarray(guide, dtype=np.float32)
+    lo, med, hi = np.percentile(g, [10, 50, 90])
+    spread = float(hi - lo)
+    if spread <= 0:
+        spread = float(g.std()) or 1.0
+    return float(med), spread
 
 
-def unbin_energy(
-    binned: np.ndarray,
-    raw: np.ndarray,
-    binning: EnergyBinning,
+def normalise_guide(guide: np.ndarray) -> np.ndarray:
+    """Robustly normalise a guide image: (g - median) / (10-90 % percentile spread), float32."""
+    g = np.asarray(guide, dtype=np.float32)
+    med, spread = guide_normalisation(g)
+    return ((g - med) / spread).astype(np.float32)
+
+
+#: Largest scan region (pixels per side) used for training on a lazy cube.
+LAZY_TRAIN_SIDE = 128
+
+
+@dataclass
+class PreparedCube:
+    """A spectrum image ready for the network.
+
+    Attributes
+    ----------
+    cube : numpy.ndarray
+        float32 counts (E, Y, X) inside the processing window.
+    guide : numpy.ndarray or None
+        Normalised guide image (Y, X) on the scan grid.
+    window : EnergyWindow
+        The processing window on the signal's energy axis.
+    """
+
+    cube: np.ndarray
+    guide: np.ndarray | None
+    window: EnergyWindow
+
+
+def central_region(ny: int, nx: int) -> tuple[slice, slice]:
+    """The central scan region, at most :data:`LAZY_TRAIN_SIDE` pixels a side, of a lazy cube."""
+    sy, sx = min(ny, LAZY_TRAIN_SIDE), min(nx, LAZY_TRAIN_SIDE)
+    y0, x0 = (ny - sy) // 2, (nx - sx) // 2
+    return slice(y0, y0 + sy), slice(x0, x0 + sx)
+
+
+def check_signal_and_guide(
+    signal: Any, haadf: Any, *, strict: bool, require_guide: bool
+) -> np.ndarray | None:
+    """Validate a spectrum image and its guide; the guide on the scan grid (or ``None``).
+
+    Raises
+    ------
+    InvalidInputError
+        For a signal that is not a spectrum image of counts, a guide of another
+        scan, or no guide when ``require_guide``.
+    """
+    check_spectrum_image(signal, strict=strict)
+    if require_guide and haadf is None:
+        raise InvalidInputError(
+            "this model was trained with a guide image (HAADF); pass it as `haadf=`, "
+            "or train a model without one"
+        )
+    return None if haadf is None else match_guide(haadf, signal)
+
+
+def prepare_cube(
+    signal: Any,
+    haadf: Any = None,
     *,
-    profile: np.ndarray | None = None,
-    radius: int = 2,
-    prior_counts: float = 1.0,
-) -> np.ndarray:
-    """Spread binned (denoised) counts back onto the input's channels.
-
-    Every bin's counts of a pixel are shared among the bin's channels in
-    proportion to weights that sum to exactly 1 over the bin, so every
-    pixel keeps its counts in every bin (``bin_energy(result) == binned`` up
-    to float rounding). The weight of channel ``c`` in bin ``b`` is
-
-    ``w[c] = (N[c] + a * q[c]) / (N[b] + a)``
-
-    where ``N`` are the raw counts summed over the ``(2 radius + 1)^2``
-    pixels around the pixel (``N[b]`` their bin total), ``q[c] =
-    profile[c] / profile[b]`` is the within-bin shape of the global
-    ``profile`` (uniform where the profile has no counts in the bin), and
-    ``a = prior_counts``.
-
-    This is the posterior mean of the within-bin fractions under a multinomial
-    model of the neighbourhood's counts with a Dirichlet prior centred on the
-    global shape: given ``N[b]``, ``N[c] / N[b]`` is an unbiased estimate of
-    the neighbourhood's within-bin shape, and the prior only matters where the
-    neighbourhood holds few counts in the bin (no counts: the global shape).
-    The weights are linear in the counts, so binning 5 eV or 20 eV channels of
-    the same measurement gives results that agree once summed to the coarser
-    axis.
+    low_kev: float = DEFAULT_LOW_KEV,
+    high_kev: float | None = DEFAULT_HIGH_KEV,
+    require_guide: bool = False,
+    strict: bool = False,
+) -> PreparedCube:
+    """Validate a spectrum image (and guide) and turn it into a count cube.
 
     Parameters
     ----------
-    binned : numpy.ndarray
-        (n_bins, Y, X) counts per bin, e.g. the network's output.
-    raw : numpy.ndarray
-        (E, Y, X) raw counts of the window, E = ``binning.n_channels``; the
-        within-bin profile comes from them.
-    binning : EnergyBinning
-        The bins used to make ``binned``.
-    profile : numpy.ndarray, optional
-        (E,) global spectrum setting the prior within-bin shape; by default
-        the sum of ``raw`` over all its pixels. Pass the same profile to
-        every chunk of a cube processed in pieces.
-    radius : int
-        Half side of the pixel neighbourhood whose raw counts set the shape.
-    prior_counts : float
-        Weight of the global shape, in pseudo-counts per bin (whatever the
-        bin's number of channels, so that it means the same on every energy
-        axis); 0 uses the neighbourhood's counts alone (uniform where it has
-        none).
+    signal : exspy.signals.EDSSpectrum
+        Spectrum image (eager; a lazy one is computed).
+    haadf : hyperspy.signals.Signal2D or numpy.ndarray, optional
+        Guide image of the same scan.
+    low_kev, high_kev : float
+        Processing window in keV (the upper edge is lowered to the beam energy).
+    require_guide : bool
+        Raise when no guide is given.
+    strict : bool
+        Non-integer counts raise instead of warning.
 
     Returns
     -------
-    numpy.ndarray
-        float32 (E, Y, X) counts on the input's channels.
+    PreparedCube
     """
-    _check_energy_length(raw, binning.n_channels, "raw")
-    _check_energy_length(binned, binning.n_bins, "binned")
-    if binned.shape[1:] != raw.shape[1:]:
-        raise ValueError(f"binned {binned.shape} and raw {raw.shape} differ in scan shape")
-    binned = np.asarray(binned, dtype=np.float32)
-    if binning.factor == 1:
-        return binned.copy()
-    idx = binning.bin_of_channel
-    sizes = np.bincount(idx).astype(np.float64)
-    if profile is None:
-        profile = np.asarray(raw, dtype=np.float64).sum(axis=(1, 2))
-    profile = np.clip(np.asarray(profile, dtype=np.float64).reshape(-1), 0.0, None)
-    if profile.shape[0] != binning.n_channels:
-        raise ValueError(f"profile must have {binning.n_channels} channels, got {profile.shape[0]}")
-    pb = np.add.reduceat(profile, binning.starts)
-    q = np.where(pb[idx] > 0, profile / np.where(pb > 0, pb, 1.0)[idx], 1.0 / sizes[idx])
-    prior = (float(prior_counts) * q).astype(np.float32)
-    share = (1.0 / sizes[idx]).astype(np.float32)
-    out = np.empty(raw.shape, dtype=np.float32)
-    # slabs of whole bins, about _UNBIN_SLAB channels: temporaries stay a slab, not a cube
-    per_slab = max(1, _UNBIN_SLAB // binning.factor) * binning.factor
-    for c0 in range(0, binning.n_channels, per_slab):
-        c1 = min(c0 + per_slab, binning.n_channels)
-        b0 = c0 // binning.factor
-        rel = idx[c0:c1] - b0
-        num = np.clip(np.asarray(raw[c0:c1]), 0.0, None, dtype=np.float32)
-        _box_sum_(num, int(radius))  # the neighbourhood's counts N[c]
-        num += prior[c0:c1, None, None]
-        den = np.add.reduceat(num, np.arange(0, c1 - c0, binning.factor), axis=0)
-        # a bin where both the neighbourhood and the prior are empty: share equally
-        empty = den <= 0
-        if np.any(empty):
-            num = np.where(empty[rel], share[c0:c1, None, None], num)
-            den = np.where(empty, 1.0, den)
-        num *= (binned[b0 : b0 + den.shape[0]] / den)[rel]
-        out[c0:c1] = num
-    return out
+    guide = check_signal_and_guide(signal, haadf, strict=strict, require_guide=require_guide)
+    window = processing_window(signal, low_kev, high_kev)
+    data = signal.data
+    if hasattr(data, "compute"):
+        data = data[..., window.slice].compute()
+        cube = signal_to_cube(data)
+    else:
+        cube = signal_to_cube(data, window)
+    return PreparedCube(cube, None if guide is None else normalise_guide(guide), window)
+
+
+def prepare_training_cube(
+    signal: Any,
+    haadf: Any = None,
+    *,
+    low_kev: float = DEFAULT_LOW_KEV,
+    high_kev: float | None = DEFAULT_HIGH_KEV,
+    strict: bool = False,
+) -> PreparedCube:
+    """The cube a network is trained on: the whole scan of an eager signal, or the
+    :func:`central_region` of a lazy one (validated cheaply, read once)."""
+    if not getattr(signal, "_lazy", False):
+        return prepare_cube(signal, haadf, low_kev=low_kev, high_kev=high_kev, strict=strict)
+    guide = check_signal_and_guide(signal, haadf, strict=strict, require_guide=False)
+    window = processing_window(signal, low_kev, high_kev)
+    ys, xs = central_region(*signal.data.shape[:2])
+    block = signal.data[ys, xs, window.slice].compute()
+    g = None if guide is None else normalise_guide(guide)[ys, xs]
+    return PreparedCube(signal_to_cube(block), g, window)

@@ -195,9 +195,9 @@ def test_channel_width_refusal_names_both(tmp_path):
 
 
 def test_failure_while_writing_leaves_no_file(tmp_path, monkeypatch):
-    import n2s_eds.data as data
+    import n2s_eds.data.corpus_pack as corpus_pack
 
-    real = data._write_cube
+    real = corpus_pack._write_cube
     calls = []
 
     def fail_on_second(group, src, *args):
@@ -206,7 +206,7 @@ def test_failure_while_writing_leaves_no_file(tmp_path, monkeypatch):
             raise OSError("disk full")
         real(group, src, *args)
 
-    monkeypatch.setattr(data, "_write_cube", fail_on_second)
+    monkeypatch.setattr(corpus_pack, "_write_cube", fail_on_second)
     old = tmp_path / "keep.h5"
     old.write_bytes(b"previous corpus")
     with pytest.raises(InvalidInputError, match="disk full"):

@@ -8,7 +8,7 @@ from scipy.ndimage import gaussian_filter
 
 from n2s_eds import metrics as M
 from n2s_eds.exceptions import InvalidInputError
-from n2s_eds.preprocess import detector_fwhm_kev
+from n2s_eds.preprocess import detector_fwhm_kev, energy_axis_kev
 
 LINES = {"Si_Ka": 1.7397, "Ca_Ka": 3.6917, "Fe_Ka": 6.4039}
 
@@ -168,14 +168,14 @@ def test_umse_needs_exactly_one_of_p_and_scale():
 def test_processing_window_drops_zero_peak_and_channels_above_beam():
     s = _signal(np.zeros((3, 4, 128)))
     w = M.processing_window(s)
-    e = M.energy_axis_kev(s)
+    e = energy_axis_kev(s)
     assert e[w.start] >= 0.2 and e[w.start - 1] < 0.2
     assert e[w.stop - 1] <= 8.0 and e[w.stop] > 8.0
 
 
 def test_element_windows_from_metadata_are_plus_minus_one_fwhm():
     s = _signal(np.zeros((3, 4, 128)), lines=["Ca_Ka", "Si_Ka", "Fe_Ka", "Pb_La", "B_Ka"])
-    e = M.energy_axis_kev(s)
+    e = energy_axis_kev(s)
     win = M.processing_window(s)
     ws = M.element_windows(s, win)
     # Pb La (10.55 keV) lies above the beam energy and B Ka (0.18 keV) below 0.2 keV.

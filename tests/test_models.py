@@ -3,7 +3,16 @@ import pytest
 import torch
 
 from n2s_eds.inference import predict_cube
-from n2s_eds.models import ConvAutoencoder3D, PriorMixture, build_model
+from n2s_eds.exceptions import InvalidInputError
+from n2s_eds.models import (
+    MODEL_OPTIONS,
+    MODELS,
+    Autoencoder3DOptions,
+    ConvAutoencoder3D,
+    PriorMixture,
+    PriorMixtureOptions,
+    build_model,
+)
 
 
 def low_rank_cube(e=64, y=21, x=19, seed=0, dose=30.0):
@@ -263,7 +272,7 @@ def test_blind_forward_estimates_exclude_own_pixel_from_weights():
 @pytest.mark.parametrize("shape", [(40, 300), (300, 40)])
 def test_leading_vectors_are_the_exact_singular_subspace(shape, monkeypatch):
     """The basis is the exact leading singular subspace, also when LAPACK's eigh fails."""
-    from n2s_eds.models import prior_mixture as pm
+    from n2s_eds.models.prior_mixture.basis import leading_left_vectors
 
     g = torch.Generator().manual_seed(0)
     low = torch.randn(shape[0], 5, generator=g) @ torch.randn(5, shape[1], generator=g)
@@ -274,13 +283,13 @@ def test_leading_vectors_are_the_exact_singular_subspace(shape, monkeypatch):
         proj = ref @ (ref.T @ u.double())
         return float((proj - u.double()).norm() / u.double().norm())
 
-    assert same_subspace(pm._leading_left_vectors(m, 5)) < 1e-6
+    assert same_subspace(leading_left_vectors(m, 5)) < 1e-6
 
     def failing_eigh(*args, **kwargs):
         raise torch.linalg.LinAlgError("failed to converge")
 
     monkeypatch.setattr(torch.linalg, "eigh", failing_eigh)
-    assert same_subspace(pm._leading_left_vectors(m, 5)) < 1e-6
+    assert same_subspace(leading_left_vectors(m, 5)) < 1e-6
 
 
 def test_adapt_with_mostly_empty_channels():
@@ -441,7 +450,7 @@ def test_own_window_hides_the_own_pixels_nearby_channels(guided, ranked):
 
 
 def test_init_weights_with_window_loss_trade_voxel_for_window_error():
-    from n2s_eds.losses import window_sums
+    from n2s_eds.ops import window_sums
 
     cube, _ = low_rank_cube()
     c = torch.from_numpy(cube)
@@ -478,8 +487,8 @@ def _blend_output(net, x, beta, knots=None):
 def test_blend_risk_estimates_are_unbiased(levels):
     """The blend's Poisson risk estimates (voxels and energy windows) average to the true
     squared errors over noise draws, at fixed shares, with per-pixel weights that vary."""
-    from n2s_eds.losses import window_sums
-    from n2s_eds.models.prior_mixture import _blend_risks
+    from n2s_eds.ops import window_sums
+    from n2s_eds.models.prior_mixture.blend import blend_risks
 
     cube, truth = low_rank_cube(dose=40.0)
     net = PriorMixture(rank=3, n_bands=2, blend_levels=levels)
@@ -494,7 +503,7 @@ def test_blend_risk_estimates_are_unbiased(levels):
         net._store_blend_crop(draw, None)  # same basis and weights, new counts
         stats = net._blend_statistics()
         assert (stats["knots"] is not None) == (levels > 1)
-        est = _blend_risks(stats, beta)
+        est = blend_risks(stats, beta)
         out = _blend_output(net, draw[None, None], beta, stats["knots"])
         w = stats["window_channels"]
         err_w = window_sums((out - mu).reshape(out.shape[0], -1).T, w)
@@ -595,7 +604,7 @@ def test_window_own_terms_make_the_window_error_unbiased():
     """A low-rank candidate's window sums, scored against the counts and corrected by
     ``_window_own_terms``, average over noise draws to their error against the truth;
     uncorrected, the error is underestimated."""
-    from n2s_eds.losses import window_sums
+    from n2s_eds.ops import window_sums
 
     cube, truth = low_rank_cube(dose=40.0)
     net = PriorMixture(rank=3, n_bands=1)
@@ -629,7 +638,7 @@ def test_blend_levels_interpolate_between_count_levels():
     beta = net.fit_blend()
     assert beta.shape == (net.n_bands, 3)
     knots = net._blend[2]
-    phi = net._level_weights(torch.from_numpy(cube)[None], knots)
+    phi = level_weights(torch.from_numpy(cube)[None], knots)
     torch.testing.assert_close(phi.sum(dim=1), torch.ones(1, *cube.shape[1:]))
     assert float(phi.min()) >= 0 and len(net.blend_report["level_knots"]) == 3
     with torch.no_grad():
@@ -640,3 +649,64 @@ def test_blend_levels_interpolate_between_count_levels():
         ref = one(torch.from_numpy(cube)[None, None])[0, 0].numpy()
     # more freedom fitted by an unbiased criterion: not worse than one share per band
     assert np.mean((out - truth) ** 2) <= 1.02 * np.mean((ref - truth) ** 2)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_options_hold_the_constructor_defaults(name):
+    """The options dataclass mirrors every constructor argument but ``guide``, with the
+    same defaults: the constructors take theirs from it."""
+    import dataclasses
+    import inspect
+
+    cls, opts = MODELS[name], MODEL_OPTIONS[name]
+    params = dict(inspect.signature(cls.__init__).parameters)
+    del params["self"], params["guide"]
+    defaults = {f.name: f.default for f in dataclasses.fields(opts)}
+    assert defaults == {k: p.default for k, p in params.items()}
+    assert opts().to_dict() == defaults
+    # the keyword arguments keep their types (LightningCLI builds the nets from init_args)
+    assert all(p.annotation is not inspect.Parameter.empty for p in params.values())
+
+
+def test_options_build_the_same_network():
+    opts = PriorMixtureOptions(n_bands=3, rank=2)
+    net = build_model("prior_mixture", guide=False, **opts.to_dict())
+    assert net.n_bands == 3 and net.fixed_rank == 2
+    assert set(net.state_dict()) == set(PriorMixture(n_bands=3, rank=2).state_dict())
+    ae = build_model("autoencoder3d", **Autoencoder3DOptions(depth=1).to_dict())
+    assert ae.depth == 1
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "field"),
+    [
+        (PriorMixtureOptions, {"blend_ev": -1.0}, "blend_ev"),
+        (PriorMixtureOptions, {"n_bands": 0}, "n_bands"),
+        (PriorMixtureOptions, {"coarse_weights": "random"}, "coarse_weights"),
+        (PriorMixtureOptions, {"guided_filters": ((0, 0.001),)}, "guided_filters"),
+        (PriorMixtureOptions, {"own_window": 2, "blend_ev": 60.0}, "blend_ev"),
+        (Autoencoder3DOptions, {"depth": 0}, "depth"),
+        (Autoencoder3DOptions, {"base_channels": 0}, "base_channels"),
+    ],
+)
+def test_invalid_options_name_the_field(cls, kwargs, field):
+    with pytest.raises(InvalidInputError, match=field):
+        cls(**kwargs)
+    net_cls = PriorMixture if cls is PriorMixtureOptions else ConvAutoencoder3D
+    with pytest.raises(InvalidInputError, match=field):  # the constructor runs the same checks
+        net_cls(**kwargs)
+
+
+def test_options_round_trip_through_json_and_name_unknown_keys():
+    import json
+
+    opts = PriorMixtureOptions(lowrank_sigmas=(1.0, 3.0), guided_filters=((2, 0.01),))
+    again = PriorMixtureOptions.from_dict(json.loads(json.dumps(opts.to_dict())))
+    assert again == opts  # JSON lists come back as tuples
+    assert PriorMixtureOptions.from_dict(None) == PriorMixtureOptions()
+    with pytest.raises(InvalidInputError, match="bogus"):
+        PriorMixtureOptions.from_dict({"rank": 3, "bogus": 1})
+    with pytest.raises(InvalidInputError, match="guide"):  # guide comes from the data
+        Autoencoder3DOptions.from_dict({"guide": True})
+    assert PriorMixtureOptions(own_window=2).resolved_blend_ev() == 0.0
+    assert PriorMixtureOptions().resolved_blend_ev() == PriorMixture().blend_ev

@@ -13,7 +13,7 @@ from n2s_eds.preprocess import (
     channel_width_ev,
     energy_binning,
     energy_window,
-    unbin_energy,
+
 )
 
 

@@ -33,8 +33,8 @@ from n2s_eds.data import (
     CubeSample,
     PatchDataset,
     PatchKeySampler,
-    _resume_position,
 )
+from n2s_eds.data.patches import resume_position
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "configs" / "quick_cpu.yaml"
@@ -458,8 +458,8 @@ def test_resume_position(epoch, step, accumulate, limit, expected):
         accumulate_grad_batches=accumulate,
         limit_train_batches=limit,
     )
-    assert _resume_position(trainer, 5) == expected
-    assert _resume_position(None, 5) == (0, 0)
+    assert resume_position(trainer, 5) == expected
+    assert resume_position(None, 5) == (0, 0)
 
 
 def test_patches_crop_the_target_exactly_like_the_counts():

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_input, pad_to_multiple
+from .checks import check_input, pad_to_multiple
+from .options import Autoencoder3DOptions
 
 __all__ = ["ConvAutoencoder3D"]
 
@@ -45,6 +46,9 @@ class ConvAutoencoder3D(nn.Module):
     residual_blocks : int
         Residual blocks before the bottleneck.
 
+    Every option but ``guide`` is mirrored, with its default, by
+    :class:`~n2s_eds.models.options.Autoencoder3DOptions`, which checks them.
+
     Notes
     -----
     Input: ``(B, C, E, Y, X)`` with C = 1 (counts) or 2 (counts, guide
@@ -56,14 +60,18 @@ class ConvAutoencoder3D(nn.Module):
     def __init__(
         self,
         guide: bool = False,
-        base_channels: int = 16,
-        depth: int = 2,
-        energy_stride: int = 2,
-        residual_blocks: int = 1,
+        base_channels: int = Autoencoder3DOptions.base_channels,
+        depth: int = Autoencoder3DOptions.depth,
+        energy_stride: int = Autoencoder3DOptions.energy_stride,
+        residual_blocks: int = Autoencoder3DOptions.residual_blocks,
     ):
         super().__init__()
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+        Autoencoder3DOptions(  # checks every option (InvalidInputError)
+            base_channels=base_channels,
+            depth=depth,
+            energy_stride=energy_stride,
+            residual_blocks=residual_blocks,
+        )
         self.guide = guide
         self.depth = depth
         self.energy_stride = energy_stride

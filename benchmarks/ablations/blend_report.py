@@ -1,6 +1,6 @@
 """Scores of the default denoiser with what its energy blend fitted, case by case.
 
-``python benchmarks/blend_report.py CASES [guided|plain] [STEPS]``
+``python benchmarks/ablations/blend_report.py CASES [guided|plain] [STEPS]``
 
 ``CASES`` is a comma list of benchmark cases. ``guided`` passes the case's HAADF as the
 guide; ``STEPS`` overrides the training steps (``0``: the fitted start only). Prints one
@@ -13,10 +13,12 @@ J-invariant estimate and of the blend, and which risks were below resolution).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from ablation_options import fit_and_score
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness
 
-from n2s_eds import bench
+from ablation_options import fit_and_score  # noqa: E402
+from harness.cases import build_case  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -27,11 +29,11 @@ def main(argv: list[str]) -> int:
     spec = ",".join(
         (["guided=1"] if guided else []) + ([f"steps={int(argv[2])}"] if len(argv) > 2 else [])
     )
-    print(f"`python benchmarks/blend_report.py {' '.join(argv)}`\n")
+    print(f"`python benchmarks/ablations/blend_report.py {' '.join(argv)}`\n")
     print("| case | guide | cube (dB) | maps (dB) | worst map ratio | s |")
     print("|---|---|---|---|---|---|")
     for name in argv[0].split(","):
-        out, row, sec, _ = fit_and_score(bench.build_case(name, 0), spec or "default")
+        out, row, sec, _ = fit_and_score(build_case(name, 0), spec or "default")
         report = out.metadata.Signal.Denoising.parameters.energy_blend
         print(
             f"| {name} | {'yes' if guided else 'no'} | {row['cube_gain_db']:.2f} | "

@@ -1,6 +1,6 @@
 """How much of a split case's element-map structure sits at the pixel scale.
 
-``python benchmarks/maps_structure.py CASE``
+``python benchmarks/ablations/maps_structure.py CASE``
 
 For a count-split case of the benchmark, scores simple estimates of the element maps (the
 maps of the input counts smoothed spatially with a Gaussian of 0.5, 0.7 and 1 px, and the
@@ -15,20 +15,25 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
 warnings.simplefilter("ignore")
 
-from n2s_eds import bench, metrics  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness
+
+from harness.cases import build_case  # noqa: E402
+
+from n2s_eds import metrics  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__)
         return 2
-    case = bench.build_case(argv[0], 0)
+    case = build_case(argv[0], 0)
     if case.remainder is None or case.p is None:
         print(f"{argv[0]} is not a binomial split case")
         return 2
@@ -43,7 +48,7 @@ def main(argv: list[str]) -> int:
 
     base = umse(mx)
     names = [w.name for w in case.windows]
-    print(f"`python benchmarks/maps_structure.py {argv[0]}`\n")
+    print(f"`python benchmarks/ablations/maps_structure.py {argv[0]}`\n")
     print(f"| estimate | {' | '.join(names)} | pooled |")
     print("|---|" + "---|" * (len(names) + 1))
 

@@ -1,13 +1,13 @@
 """Fresh default networks with some options changed, scored case by case.
 
-``python benchmarks/ablation_options.py CASES SPEC [SPEC ...]``
+``python benchmarks/ablations/ablation_options.py CASES SPEC [SPEC ...]``
 
 ``CASES`` is a comma list of benchmark cases; each ``SPEC`` is a comma list of
 ``name=value`` options, e.g. ``window_loss=0.25,residual_sigma=8`` (``default`` for none;
 ``lowrank_sigmas=1:2:4`` gives a tuple, ``guided_filters=1/0.01:4/0.01``
 a tuple of pairs; ``guided=1`` passes the case's HAADF as the guide).
 Besides the benchmark's cases, ``phantom_shifted_guide`` is the hallucination check's phantom
-with its HAADF shifted by :data:`n2s_eds.guide_checks.SHIFT_PX` pixels (use it with ``guided=1``).
+with its HAADF shifted by :data:`harness.hallucination.SHIFT_PX` pixels (use it with ``guided=1``).
 Options of :class:`n2s_eds.Denoiser` are passed to it; any other name is an option of the
 default network (``PriorMixture``) and goes into ``model_options``. Each spec trains a fresh
 denoiser (seed 0) on each case and scores its output with the benchmark's protocol. Prints one
@@ -21,12 +21,18 @@ import inspect
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 warnings.simplefilter("ignore")
 
-from n2s_eds import bench, guide_checks  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness
+
+from harness import hallucination  # noqa: E402
+from harness.cases import Case, build_case  # noqa: E402
+from harness.scores import score  # noqa: E402
+
 from n2s_eds.api import Denoiser  # noqa: E402
 
 _DENOISER_OPTIONS = set(inspect.signature(Denoiser).parameters)
@@ -60,16 +66,16 @@ def parse_spec(spec: str) -> tuple[dict, dict]:
     return options, model
 
 
-def _case(name: str) -> bench.Case:
+def _case(name: str) -> Case:
     """A benchmark case, or ``phantom_shifted_guide`` (see the module docstring)."""
     if name == "phantom_shifted_guide":
-        ph = guide_checks._phantom(0, thickness_step=False)
-        guide = guide_checks._shifted(ph.haadf, guide_checks.SHIFT_PX)
-        return guide_checks._truth_case(name, ph, guide, "phantom, shifted guide")
-    return bench.build_case(name, 0)
+        ph = hallucination.check_phantom(0, thickness_step=False)
+        guide = hallucination.shifted(ph.haadf, hallucination.SHIFT_PX)
+        return hallucination.truth_case(name, ph, guide, "phantom, shifted guide")
+    return build_case(name, 0)
 
 
-def fit_and_score(case: bench.Case, spec: str) -> tuple[object, dict, float, Denoiser]:
+def fit_and_score(case: Case, spec: str) -> tuple[object, dict, float, Denoiser]:
     """Train a fresh denoiser (seed 0) with the options of ``spec`` on ``case``, denoise it and
     score the result: (denoised signal, benchmark row, wall seconds of fit + denoise, the
     denoiser)."""
@@ -79,7 +85,7 @@ def fit_and_score(case: bench.Case, spec: str) -> tuple[object, dict, float, Den
     den = Denoiser(seed=0, progress=False, model_options=model or None, **options)
     out = den.fit(case.signal, haadf=guide).denoise(case.signal, haadf=guide)
     sec = time.perf_counter() - t0
-    row, _ = bench.score(case, np.asarray(out.data)[..., case.window.slice].astype(np.float32))
+    row, _ = score(case, np.asarray(out.data)[..., case.window.slice].astype(np.float32))
     return out, row, sec, den
 
 
@@ -113,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) < 2:
         print(__doc__)
         return 2
-    run(argv[0].split(","), argv[1:], "python benchmarks/ablation_options.py " + " ".join(argv))
+    run(
+        argv[0].split(","),
+        argv[1:],
+        "python benchmarks/ablations/ablation_options.py " + " ".join(argv),
+    )
     return 0
 
 

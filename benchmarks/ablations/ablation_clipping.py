@@ -1,6 +1,6 @@
 """How the non-negativity step of ``n2s_eds.denoise`` changes the benchmark scores.
 
-``python benchmarks/ablation_clipping.py [--case fept_core_shell_tem] [--seed 0]``
+``python benchmarks/ablations/ablation_clipping.py [--case fept_core_shell_tem] [--seed 0]``
 
 One default network is trained on the case (``clip_negative=False``); its output is then made
 non-negative in several ways and each result is scored with the benchmark's protocol:
@@ -23,13 +23,19 @@ import argparse
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 warnings.simplefilter("ignore")
 
-from n2s_eds import bench  # noqa: E402
-from n2s_eds.api import Denoiser, clip_keeping_counts  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness
+
+from harness.cases import build_case  # noqa: E402
+from harness.scores import score  # noqa: E402
+
+from n2s_eds.api import Denoiser  # noqa: E402
+from n2s_eds.postprocess import clip_keeping_counts  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", default="fept_core_shell_tem")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    case = bench.build_case(args.case, args.seed)
+    case = build_case(args.case, args.seed)
     den = Denoiser(seed=args.seed, progress=False, clip_negative=False).fit(case.signal)
     out = np.asarray(den.denoise(case.signal).data)[..., case.window.slice]
     base = np.ascontiguousarray(np.moveaxis(out.astype(np.float32), -1, 0))  # (E, Y, X)
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     ]
     lines = [
-        f"`python benchmarks/ablation_clipping.py {' '.join(argv or sys.argv[1:])}`: "
+        f"`python benchmarks/ablations/ablation_clipping.py {' '.join(argv or sys.argv[1:])}`: "
         f"{args.case}, seed {args.seed}, one default network (negative fraction of its output: "
         f"{float((base < 0).mean()):.3f})",
         "",
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         d = fn(base.copy())
         sec = time.perf_counter() - t0
-        row, _ = bench.score(case, np.moveaxis(d, 0, -1))
+        row, _ = score(case, np.moveaxis(d, 0, -1))
         lines.append(
             f"| {name} | {row['cube_gain_db']:.2f} | {row['maps_gain_db']:.2f} | "
             f"{row['count_ratio']:.3f} | {row['worst_map_count_ratio']:.3f} | {sec:.2f} |"

@@ -1,0 +1,201 @@
+"""The denoisers as the benchmark runs them, in the order of the table."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from n2s_eds import baselines
+
+from .versions import code_version
+
+__all__ = [
+    "SUPERVISED_STEPS_FACTOR",
+    "Method",
+    "METHODS",
+    "BASELINES",
+    "GUIDED_BASELINES",
+]
+
+
+def _run_raw(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    return signal
+
+
+def _run_gaussian1(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    return baselines.gaussian(signal, sigma=1.0)
+
+
+def _run_gaussian2(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    return baselines.gaussian(signal, sigma=2.0)
+
+
+def _run_pca(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    return baselines.pca(signal)
+
+
+def _run_pca_gaussian(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    return baselines.pca_gaussian(signal, sigma=1.0)
+
+
+def _run_guided_filter(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    return baselines.guided_filter(signal, guide)
+
+
+def _run_bm3d(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    return baselines.bm3d(signal, sigma=1.0)
+
+
+def _run_bm4d(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    return baselines.bm4d(signal, sigma=1.0)
+
+
+def _n2s_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k == "steps" and v is not None}
+
+
+def _run_n2s(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    from n2s_eds import api
+
+    return api.denoise(signal, seed=seed, progress=False, **_n2s_options(options))
+
+
+def _run_n2s_guided(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    from n2s_eds import api
+
+    return api.denoise(signal, haadf=guide, seed=seed, progress=False, **_n2s_options(options))
+
+
+#: The supervised bound trains this many times the steps of the self-supervised row. On the
+#: dose-20 phantom, 300 / 600 / 1200 supervised steps scored 17.11 / 17.19 / 17.26 dB (cube)
+#: and 8.07 / 8.06 / 8.02 dB (maps): converged well before 4x the default 300.
+SUPERVISED_STEPS_FACTOR = 4
+
+
+def _run_n2s_supervised(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    """The default network, masks and schedule trained against the truth (phantoms only)."""
+    from n2s_eds import api
+
+    steps = options.get("steps")
+    if steps is None:
+        steps = inspect.signature(api.Denoiser).parameters["steps"].default
+    # every step is trained against the truth (no held-out stopping): the bound converges
+    den = api.Denoiser(
+        seed=seed, progress=False, steps=SUPERVISED_STEPS_FACTOR * int(steps), holdout=0.0
+    )
+    return den.fit(signal, target=options["target"]).denoise(signal)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A denoiser as the benchmark runs it.
+
+    Attributes
+    ----------
+    name : str
+        Row name.
+    run : callable
+        ``run(signal, guide, seed, options) -> signal``.
+    sources : tuple
+        Functions/modules whose code produces the result (with :attr:`run`): the code version.
+    packages : tuple of str
+        External distributions whose versions enter the code version.
+    whole_package : bool
+        The result depends on most of ``n2s_eds`` (the networks).
+    cached : bool
+        Cache the denoised cube on disk (slow methods).
+    guided : bool
+        Needs the case's guide image; skipped where there is none.
+    uses_options : tuple of str
+        Run options (``steps``) that change the result and so enter the cache key.
+    needs_truth : bool
+        Trains against the case's truth (given as ``options["target"]``); skipped where
+        there is none (real data).
+    """
+
+    name: str
+    run: Callable[[Any, Any, int, dict[str, Any]], Any]
+    sources: tuple[Any, ...] = ()
+    packages: tuple[str, ...] = ()
+    whole_package: bool = False
+    cached: bool = False
+    guided: bool = False
+    uses_options: tuple[str, ...] = ()
+    needs_truth: bool = False
+
+    def code_version(self) -> str:
+        """The hash of the code behind this method's results.
+
+        Taken once per process (at the first call; :func:`run_bench` calls it before it
+        computes anything) and then kept: the source files may change on disk while a long
+        run goes on, and the key must describe the code that was loaded, not the edits.
+        """
+        if self not in _CODE_VERSIONS:
+            _CODE_VERSIONS[self] = code_version(
+                (self.run, *self.sources), self.packages, self.whole_package
+            )
+        return _CODE_VERSIONS[self]
+
+
+#: Method -> its code version, taken once per process (see :meth:`Method.code_version`).
+_CODE_VERSIONS: dict[Method, str] = {}
+
+
+_BASE_PACKAGES = ("numpy", "scipy")
+#: The methods, in the order of the table.
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("raw", _run_raw),
+        Method("gaussian1", _run_gaussian1, (baselines.gaussian,), _BASE_PACKAGES),
+        Method("gaussian2", _run_gaussian2, (baselines.gaussian,), _BASE_PACKAGES),
+        Method("pca", _run_pca, (baselines.pca,), (*_BASE_PACKAGES, "hyperspy")),
+        Method(
+            "pca_gaussian",
+            _run_pca_gaussian,
+            (baselines.pca_gaussian,),
+            (*_BASE_PACKAGES, "hyperspy"),
+        ),
+        Method(
+            "guided_filter",
+            _run_guided_filter,
+            (baselines.guided_filter,),
+            _BASE_PACKAGES,
+            guided=True,
+        ),
+        Method("bm3d", _run_bm3d, (baselines.bm3d,), (*_BASE_PACKAGES, "bm3d"), cached=True),
+        Method("bm4d", _run_bm4d, (baselines.bm4d,), (*_BASE_PACKAGES, "bm4d"), cached=True),
+        Method(
+            "n2s",
+            _run_n2s,
+            packages=(*_BASE_PACKAGES, "torch", "lightning"),
+            whole_package=True,
+            cached=True,
+            uses_options=("steps",),
+        ),
+        Method(
+            "n2s_supervised",
+            _run_n2s_supervised,
+            packages=(*_BASE_PACKAGES, "torch", "lightning"),
+            whole_package=True,
+            cached=True,
+            uses_options=("steps",),
+            needs_truth=True,
+        ),
+        Method(
+            "n2s_guided",
+            _run_n2s_guided,
+            packages=(*_BASE_PACKAGES, "torch", "lightning"),
+            whole_package=True,
+            cached=True,
+            guided=True,
+            uses_options=("steps",),
+        ),
+    )
+}
+#: Methods counted as classical baselines in the n2s comparison.
+BASELINES = ("gaussian1", "gaussian2", "pca", "pca_gaussian", "bm3d", "bm4d")
+#: Baselines of the guided comparison (``n2s_guided`` against these).
+GUIDED_BASELINES = (*BASELINES, "guided_filter")
