@@ -36,8 +36,13 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# the benchmark table and figures, then the hallucination checks, into benchmarks/results/;
+# e.g. BENCH_ARGS="--carry bm3d,bm4d --carry-from benchmarks/results/bench.csv" keeps the
+# BM3D/BM4D rows of the committed table when benchmarks/cache/ does not hold them (hours)
+BENCH_ARGS ?=
 bench: $(VENV)/.installed-dev
-	$(BIN)/n2s-eds bench
+	$(BIN)/python benchmarks/run_bench.py --output benchmarks/results --cache-dir benchmarks/cache $(BENCH_ARGS)
+	$(BIN)/python benchmarks/run_bench.py --hallucination --output benchmarks/results --cache-dir benchmarks/cache
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

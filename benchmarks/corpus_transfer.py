@@ -43,8 +43,9 @@ from n2s_eds.preprocess import processing_window
 from n2s_eds.simulate import phantom
 
 ROOT = Path(__file__).resolve().parent
-#: Phantom size: 64 x 64 pixels as in ``n2s_eds.bench``, but 512 channels of 40 eV (0-20.4
-#: keV) instead of 1024 of 20 eV, which halves the cost of a training step on a busy CPU.
+#: Phantom size: 64 x 64 pixels as in the benchmark (``benchmarks/harness/cases.py``), but 512
+#: channels of 40 eV (0-20.4 keV) instead of 1024 of 20 eV, which halves the cost of a training
+#: step on a busy CPU.
 SHAPE = (64, 64)
 N_CHANNELS = 512
 CHANNEL_EV = 40.0

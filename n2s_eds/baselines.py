@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from .exceptions import InvalidInputError
-from .io import result_signal
-from .preprocess import EnergyWindow, processing_window
+from .io import match_guide, result_signal
+from .preprocess import EnergyWindow, normalise_guide, processing_window
 
 __all__ = [
     "gaussian",
@@ -282,9 +282,6 @@ def guided_filter(signal: Any, guide: Any, radius: int = 2, eps: float = 0.01) -
     exspy.signals.EDSSpectrum
         A new signal of the same class, float32.
     """
-    from .api import normalise_guide
-    from .io import match_guide
-
     if int(radius) != radius or radius < 1:
         raise InvalidInputError(f"radius must be an integer >= 1 pixel, got {radius!r}.")
     if not float(eps) > 0:

@@ -263,9 +263,3 @@ def run_demo(
         "figure_path": figure_path,
         "denoised": results["n2s_eds"],
     }
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main(["demo", *sys.argv[1:]]))

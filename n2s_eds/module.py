@@ -19,16 +19,18 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from .losses import masked_mse, masked_poisson_nll
-from .ops import window_sums
 from .masking import BernoulliMasker, replace_masked
+from .ops import window_sums
+from .options import MaskingOptions, TrainingOptions
 
 __all__ = ["N2SModule", "LOSSES"]
 
 LOSSES = {"mse": masked_mse, "poisson": masked_poisson_nll}
 
 
-def _default_optimizer(params) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=1e-3)
+def default_optimizer(params) -> torch.optim.Optimizer:
+    """Adam with the default learning rate of :class:`~n2s_eds.options.TrainingOptions`."""
+    return torch.optim.Adam(params, lr=TrainingOptions.lr)
 
 
 class N2SModule(L.LightningModule):
@@ -63,8 +65,7 @@ class N2SModule(L.LightningModule):
         the hidden pixel's counts in the same window. ``PriorMixture`` does use
         them, slightly, through the projection of the pixel's own spectrum (the
         voxel loss allows it: only the voxel's own count is excluded), so the
-        term is biased towards copying those counts; with the coarse path's
-        0 px candidate it collapsed (``benchmarks/results/ablation_2026-12-01.md``).
+        term is biased towards copying those counts (``benchmarks/ablations.md``).
         0 (the default) leaves it out.
     window_channels : int
         Length of those energy windows, in channels.
@@ -79,13 +80,13 @@ class N2SModule(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        mask_rate: float = 0.1,
-        mask_mode: str = "auto",
-        replacement: str = "local_mean",
-        loss: str = "mse",
-        optimizer: OptimizerCallable = _default_optimizer,
-        window_loss: float = 0.0,
-        window_channels: int = 16,
+        mask_rate: float = MaskingOptions.mask_rate,
+        mask_mode: str = MaskingOptions.mask_mode,
+        replacement: str = MaskingOptions.replacement,
+        loss: str = MaskingOptions.loss,
+        optimizer: OptimizerCallable = default_optimizer,
+        window_loss: float = MaskingOptions.window_loss,
+        window_channels: int = MaskingOptions.window_channels,
         val_seed: int = 1234,
         mask_seed: int | None = None,
     ):

@@ -400,7 +400,7 @@ def normalise_guide(guide: np.ndarray) -> np.ndarray:
     """Robustly normalise a guide image: (g - median) / (10-90 % percentile spread), float32."""
     g = np.asarray(guide, dtype=np.float32)
     med, spread = guide_normalisation(g)
-    return ((g - med) / spread).astype(np.float32)
+    return ((g.astype(np.float64) - med) / spread).astype(np.float32)
 
 
 #: Largest scan region (pixels per side) used for training on a lazy cube.

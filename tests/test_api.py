@@ -394,9 +394,9 @@ def test_lazy_blocks_read_their_own_input(small_phantom):
     """
     from dask.core import flatten
 
-    from n2s_eds.api import _split_sizes
+    from n2s_eds.inference import split_sizes
 
-    assert _split_sizes((129, 129, 7), 64) == (65, 64, 65, 64, 7)
+    assert split_sizes((129, 129, 7), 64) == (65, 64, 65, 64, 7)
     den = Denoiser(**{**FAST, "tile": 9}).fit(small_phantom.noisy)
     lazy_in = _lazy(small_phantom.noisy, (5, 6, -1))
     out = den.denoise(lazy_in).data
@@ -421,7 +421,7 @@ def test_lazy_blocks_read_their_own_input(small_phantom):
 def test_clip_keeps_channel_counts_and_moves_them_only_locally():
     """Clipping negative estimates keeps the total (1 %) and every channel's (2 %), adds few
     counts where an element is absent, and is local (a block with a margin gives the same)."""
-    from n2s_eds.api import clip_keeping_counts, clip_reach
+    from n2s_eds.postprocess import clip_keeping_counts, clip_reach
 
     rng = np.random.default_rng(0)
     e, y, x = 6, 40, 40
@@ -477,7 +477,9 @@ def test_a_bad_target_is_refused_before_training(small_phantom, monkeypatch, tar
         "negative": -np.ones_like(data),
         "nan": np.full_like(data, np.nan),
     }[target]
-    monkeypatch.setattr(Denoiser, "_train", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(
+        "n2s_eds.api.train_on_cube", lambda *a, **k: pytest.fail("training started")
+    )
     with pytest.raises(InvalidInputError, match=message):
         Denoiser(**FAST).fit(small_phantom.noisy, target=target)
     with pytest.raises(InvalidInputError, match="eager"):
@@ -486,12 +488,12 @@ def test_a_bad_target_is_refused_before_training(small_phantom, monkeypatch, tar
 
 def _rising_then(monkeypatch, values):
     """Held-out errors that follow ``values`` (each score a clear step from the last)."""
-    from n2s_eds import api
+    from n2s_eds.callbacks import HeldOutSelection
 
     noise = torch.rand(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     scores = iter(values)
     monkeypatch.setattr(
-        api._HeldOutSelection, "_errors", lambda self, module: next(scores) + 1e-3 * noise
+        HeldOutSelection, "_errors", lambda self, module: next(scores) + 1e-3 * noise
     )
 
 
@@ -520,7 +522,7 @@ def test_held_out_score_that_falls_trains_every_step(small_phantom, monkeypatch)
 def test_held_out_score_that_falls_slowly_keeps_training(small_phantom, monkeypatch):
     """Gains too small to replace the kept weights still count as progress: training goes on
     (and the kept weights move once the gain adds up to two standard errors)."""
-    from n2s_eds import api
+    from n2s_eds.callbacks import HeldOutSelection
 
     gen = torch.Generator().manual_seed(0)
     values = iter(1.0 - 1e-4 * np.arange(50))  # each score 1e-4 lower: ~0.5 standard error
@@ -529,7 +531,7 @@ def test_held_out_score_that_falls_slowly_keeps_training(small_phantom, monkeypa
         noise = 1e-2 * torch.rand(400, generator=gen, dtype=torch.float64)
         return next(values) + noise - noise.mean()
 
-    monkeypatch.setattr(api._HeldOutSelection, "_errors", errors)
+    monkeypatch.setattr(HeldOutSelection, "_errors", errors)
     den = Denoiser(steps=40, val_every=4, patience=4, progress=False, seed=2)
     den.fit(small_phantom.noisy)
     assert len(den.history["loss_curve"]) == 40  # never 4 scores without a lower mean

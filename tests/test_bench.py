@@ -360,3 +360,29 @@ def test_check_notes_compares_every_baseline_and_skips_missing_extras(
     offset["pca"] = 0.6
     assert not reference.check_notes()
     assert "FAIL fept_core_shell_tem pca" in capsys.readouterr().out
+
+
+def test_reference_gains_file_holds_the_notes_numbers_with_their_source():
+    gains = reference.read_reference_gains()
+    assert gains["fept_core_shell_tem"] == {
+        "gaussian1": 10.7,
+        "gaussian2": 15.8,
+        "pca": 9.1,
+        "pca_gaussian": 16.9,
+        "bm3d": 16.6,
+        "bm4d": 18.2,
+    }
+    assert gains["bruker_sem_30x30_highcount"]["bm4d"] == 17.8
+    with reference.REFERENCE_FILE.open() as f:
+        assert all(row["source"] for row in csv.DictReader(f))
+
+
+def test_harness_modules_share_no_private_names():
+    """One concept per file: the harness modules import only public names of each other."""
+    import re
+
+    for path in (BENCHMARKS / "harness").glob("*.py"):
+        text = path.read_text()
+        assert len(text.splitlines()) < 600, path.name
+        for names in re.findall(r"^from \.\w* import \(?([^)]*?)\)?$", text, re.M | re.S):
+            assert not [n for n in re.split(r"[,\s]+", names) if n.startswith("_")], path.name

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from n2s_eds import Denoiser, InvalidInputError
-from n2s_eds.api import normalise_guide
+from n2s_eds.preprocess import normalise_guide
 from n2s_eds.cli import cli_main, main
 from n2s_eds.data import (
     CORPUS_FORMAT,

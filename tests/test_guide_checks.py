@@ -63,3 +63,23 @@ def test_thickness_step_in_the_guide_is_not_painted_into_the_maps():
 
     unguided, guided = region_error(None), region_error(ph.haadf)
     assert guided <= G.MAX_REGION_ERROR_RATIO * unguided
+
+
+def test_hallucination_option_writes_the_table(tmp_path, monkeypatch):
+    """``run_bench.py --hallucination`` writes the checks' table (checks stubbed: fast)."""
+    from harness import cli
+
+    row = {c: "" for c in G.COLUMNS}
+    row.update(check="thickness_step", method="n2s_guided", value=0.1, passed="PASS")
+
+    def fake_checks(seed, options, cache_dir):
+        assert cache_dir is None and options == {"steps": None}
+        return [row], ["lowcount_check: data file absent"]
+
+    monkeypatch.setattr(cli, "run_checks", fake_checks)
+    argv = ["--hallucination", "--no-cache", "--output", str(tmp_path)]
+    assert cli.main(argv) == 0
+    md = (tmp_path / "hallucination.md").read_text()
+    assert "python benchmarks/run_bench.py --hallucination" in md
+    assert "| thickness_step | n2s_guided |" in md and "data file absent" in md
+    assert (tmp_path / "hallucination.csv").read_text().startswith(",".join(G.COLUMNS))

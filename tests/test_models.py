@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from n2s_eds.inference import predict_cube
 from n2s_eds.exceptions import InvalidInputError
+from n2s_eds.inference import predict_cube
 from n2s_eds.models import (
     MODEL_OPTIONS,
     MODELS,
@@ -487,8 +487,8 @@ def _blend_output(net, x, beta, knots=None):
 def test_blend_risk_estimates_are_unbiased(levels):
     """The blend's Poisson risk estimates (voxels and energy windows) average to the true
     squared errors over noise draws, at fixed shares, with per-pixel weights that vary."""
-    from n2s_eds.ops import window_sums
     from n2s_eds.models.prior_mixture.blend import blend_risks
+    from n2s_eds.ops import window_sums
 
     cube, truth = low_rank_cube(dose=40.0)
     net = PriorMixture(rank=3, n_bands=2, blend_levels=levels)
@@ -632,6 +632,8 @@ def test_window_own_terms_make_the_window_error_unbiased():
 def test_blend_levels_interpolate_between_count_levels():
     """With count levels, pixels' shares interpolate between levels (weights sum to 1),
     the risk estimates stay unbiased in form, and one level is the plain per-band share."""
+    from n2s_eds.models.prior_mixture.blend import level_weights
+
     cube, truth = low_rank_cube(dose=300.0)
     net = PriorMixture(rank=3, blend_levels=3)
     net.adapt(torch.from_numpy(cube))

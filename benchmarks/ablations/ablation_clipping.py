@@ -8,10 +8,10 @@ non-negative in several ways and each result is scored with the benchmark's prot
 * none: the raw network output (negative values kept);
 * zero: negative values set to 0, nothing else;
 * per pixel: negatives set to 0 and the added mass taken from the same pixel's positive
-  channels in proportion to their values (the package's clipping until session 3:
+  channels in proportion to their values (an older clipping of the package:
   ``clip_keeping_counts(..., iterations=0)``);
 * local, radius r: the added mass paid back by the same channel's positive voxels within r
-  pixels, 4 rounds, the rest settled per pixel (the default since session 3 is r = 2).
+  pixels, 4 rounds, the rest settled per pixel (the default is r = 2).
 
 It prints a Markdown table (cube / maps gain, window and worst-map count ratios, seconds of the
 step).

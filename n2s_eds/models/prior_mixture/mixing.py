@@ -37,7 +37,9 @@ class CandidateMixing:
     voxel's own count out again (J-invariance). Candidates are ordered as the
     mixing weights: the low-rank ones (``lowrank_sigmas`` then guided filters, once
     per rank fraction), then the raw ones (``spatial_sigmas`` then guided filters),
-    then those of the coarse path.
+    then those of the coarse path. :meth:`_features` gives the mixing network's
+    input: count levels per band, how much the low-rank candidates disagree between
+    scales, and the guide.
     """
 
     # set by PriorMixture: the options and the per-cube data of adapt()

@@ -497,6 +497,7 @@ class PriorMixture(CandidateMixing, nn.Module):
         return dict(self._blend[3]) if self._blend is not None else {}
 
     def _fit_blend(self) -> tuple[Tensor, Tensor | None, dict]:
+        """Fit the blend's shares on the crop kept by :meth:`adapt` (uncached)."""
         return fit_blend_shares(self._blend_statistics(), self.n_bands, self.blend_levels)
 
     @torch.no_grad()
