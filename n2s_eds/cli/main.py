@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -22,6 +23,12 @@ from .lightning_cli import PROG, cli_main
 __all__ = ["TRAINER_COMMANDS", "build_parser", "main"]
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+
+#: Deprecation messages of the libraries below that say nothing to a user of the command.
+THIRD_PARTY_NOISE = (
+    r"Importing `\w+` from `hyperspy\._signals",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        for message in THIRD_PARTY_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        return _dispatch(argv, from_sys)
+
+
+def _dispatch(argv: list[str], from_sys: bool) -> int:
     try:
         if argv and argv[0] in TRAINER_COMMANDS:
             cli_main(None if from_sys else argv)
