@@ -70,8 +70,10 @@ class _Options:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             cast = _CASTS.get(str(f.type))
-            if cast is not None and value is not None and not isinstance(value, str):
+            if cast is not None and value is not None:
                 try:
+                    if isinstance(value, str):
+                        raise TypeError(value)
                     setattr(self, f.name, cast(value))
                 except (TypeError, ValueError):
                     raise InvalidInputError(f"{f.name} must be {f.type}, got {value!r}") from None

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..exceptions import InvalidInputError
+from ..options import RuntimeOptions, TrainingOptions
 from .corpus_format import CorpusCube, read_corpus
 from .corpus_patches import CorpusPatchDataset, CorpusReader, CorpusRegion
 from .patches import TRAIN_STREAM, PatchKeySampler, resume_position
@@ -108,15 +109,15 @@ class CorpusDataModule(L.LightningDataModule):
         self,
         path: str,
         use_guide: bool = False,
-        patch_size: int = 32,
+        patch_size: int = TrainingOptions.patch_size,
         energy_patch: int | None = None,
-        batch_size: int = 4,
+        batch_size: int = TrainingOptions.batch_size,
         train_patches: int = 400,
         val_patches: int = 8,
         val_fraction: float = 0.1,
         val_cubes: list[str] | None = None,
         num_workers: int = 0,
-        seed: int = 0,
+        seed: int = RuntimeOptions.seed,
         adapt: str = "per_cube",
         adapt_side: int = ADAPT_SIDE,
         low_kev: float | None = None,

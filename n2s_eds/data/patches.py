@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..io import load, load_guide
+from ..options import ProcessingOptions, RuntimeOptions, TrainingOptions
 from ..preprocess import channel_width_ev, prepare_cube
 
 __all__ = [
@@ -113,7 +114,7 @@ class PatchDataset(Dataset):
     def __init__(
         self,
         samples: Sequence[CubeSample],
-        patch_size: int = 32,
+        patch_size: int = TrainingOptions.patch_size,
         energy_patch: int | None = None,
         length: int = 1000,
         seed: int | None = None,
@@ -288,15 +289,15 @@ class CubeDataModule(L.LightningDataModule):
         haadf: str | None = None,
         use_guide: bool = False,
         samples: Sequence[CubeSample] | None = None,
-        patch_size: int = 32,
+        patch_size: int = TrainingOptions.patch_size,
         energy_patch: int | None = None,
-        batch_size: int = 4,
+        batch_size: int = TrainingOptions.batch_size,
         train_patches: int = 400,
         val_patches: int = 8,
         num_workers: int = 0,
-        seed: int = 0,
-        low_kev: float = 0.2,
-        high_kev: float = 20.0,
+        seed: int = RuntimeOptions.seed,
+        low_kev: float = ProcessingOptions.low_kev,
+        high_kev: float | None = ProcessingOptions.high_kev,
     ):
         super().__init__()
         if path is None and samples is None:
