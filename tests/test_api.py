@@ -418,36 +418,6 @@ def test_lazy_blocks_read_their_own_input(small_phantom):
     np.testing.assert_allclose(out.compute(), den.denoise(small_phantom.noisy).data, atol=1e-4)
 
 
-def test_clip_keeps_channel_counts_and_moves_them_only_locally():
-    """Clipping negative estimates keeps the total (1 %) and every channel's (2 %), adds few
-    counts where an element is absent, and is local (a block with a margin gives the same)."""
-    from n2s_eds.postprocess import clip_keeping_counts, clip_reach
-
-    rng = np.random.default_rng(0)
-    e, y, x = 6, 40, 40
-    truth = np.zeros((e, y, x))
-    truth[:, :, :20] = 2.0  # element present on the left half only
-    est = (truth + rng.normal(0, 0.5, truth.shape)).astype(np.float32)
-    before = est.astype(np.float64)
-    out = clip_keeping_counts(est.copy())
-    assert out.min() >= 0
-    assert out.sum() == pytest.approx(before.sum(), rel=0.01)
-    np.testing.assert_allclose(out.sum(axis=(1, 2)), before.sum(axis=(1, 2)), rtol=0.02)
-    # zeroing the negatives adds counts where the element is absent (here 14x what the
-    # estimate holds there), settling within each pixel still 6x; the local payback 1.6x
-    empty = slice(28, None)  # farther than the reach from the element's edge
-    held = before[:, :, empty].sum()
-    per_pixel = clip_keeping_counts(est.copy(), iterations=0)[:, :, empty].sum()
-    assert np.clip(before, 0, None)[:, :, empty].sum() > 10 * held
-    assert per_pixel > 4 * held
-    assert out[:, :, empty].sum() < 2 * held
-    # locality: a block with clip_reach() pixels of margin matches the whole cube inside
-    m = clip_reach()
-    block = clip_keeping_counts(est[:, 5 : 25 + m, 5 : 25 + m].copy())
-    sl = slice(5 + m, 25)
-    np.testing.assert_allclose(out[:, sl, sl], block[:, m:20, m:20], rtol=1e-5, atol=1e-6)
-
-
 def test_fit_against_the_truth_gives_the_supervised_bound(small_phantom):
     noisy, truth = small_phantom.noisy, small_phantom.truth
     win = slice(4, None)  # above the zero-peak channels

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from n2s_eds import Denoiser, InvalidInputError
-from n2s_eds.preprocess import normalise_guide
 from n2s_eds.cli import cli_main, main
 from n2s_eds.data import (
     CORPUS_FORMAT,
@@ -26,7 +25,7 @@ from n2s_eds.data import (
 from n2s_eds.io import match_guide
 from n2s_eds.models import PriorMixture
 from n2s_eds.module import N2SModule
-from n2s_eds.preprocess import energy_axis_kev, processing_window
+from n2s_eds.preprocess import energy_axis_kev, normalise_guide, processing_window
 from n2s_eds.simulate import phantom
 
 REPO = Path(__file__).resolve().parent.parent

@@ -377,8 +377,8 @@ class _Terminal(io.StringIO):
 @pytest.fixture(scope="module")
 def adapted_net(small_phantom) -> tuple[torch.nn.Module, Any]:
     """A small untrained PriorMixture adapted to a 48-channel, 20 x 8 pixel cube."""
-    from n2s_eds.preprocess import prepare_cube
     from n2s_eds.models import PriorMixture
+    from n2s_eds.preprocess import prepare_cube
 
     cube = prepare_cube(small_phantom.noisy, None).cube[:48, :, :8].copy()
     net = PriorMixture(max_rank=4, width=8, depth=2)

@@ -26,7 +26,7 @@ the guide image steers the weights and, with ``guide=True``, the kernels of
 guided-filter candidates (local linear fits of the counts on the guide), but
 a map is only ever built from counts; where the X-rays do not follow the
 guide, the fitted slope, and so the guide's imprint, is near zero. The
-hallucination checks (:mod:`n2s_eds.guide_checks`) measure it.
+hallucination checks of the benchmark (``benchmarks/harness/hallucination.py``) measure it.
 """
 
 from __future__ import annotations
