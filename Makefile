@@ -36,13 +36,15 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# the benchmark table and figures, then the hallucination checks, into benchmarks/results/;
-# e.g. BENCH_ARGS="--carry bm3d,bm4d --carry-from benchmarks/results/bench.csv" keeps the
-# BM3D/BM4D rows of the committed table when benchmarks/cache/ does not hold them (hours)
+# the current set of benchmarks/results/: the table and figures, the hallucination checks, speed.
+# The BM3D/BM4D rows take hours: when benchmarks/cache/ does not hold them, keep the committed
+# ones with BENCH_ARGS="--carry bm3d,bm4d --carry-from benchmarks/results/bench.csv"
+BENCH_METHODS ?= raw,gaussian1,gaussian2,pca,pca_gaussian,guided_filter,bm3d,bm4d,n2s,n2s_guided
 BENCH_ARGS ?=
 bench: $(VENV)/.installed-dev
-	$(BIN)/python benchmarks/run_bench.py --output benchmarks/results --cache-dir benchmarks/cache $(BENCH_ARGS)
+	$(BIN)/python benchmarks/run_bench.py --methods $(BENCH_METHODS) --output benchmarks/results --cache-dir benchmarks/cache $(BENCH_ARGS)
 	$(BIN)/python benchmarks/run_bench.py --hallucination --output benchmarks/results --cache-dir benchmarks/cache
+	$(BIN)/python benchmarks/speed.py --skip-bm3d --steps 100 --output benchmarks/results
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -359,9 +359,9 @@ def test_tensorboard_beside_csv_when_installed(cube_file, tmp_path):
 
 def test_csv_only_without_tensorboard(cube_file, tmp_path, monkeypatch):
     """Without TensorBoard, the run goes on with the CSV logger alone."""
-    import n2s_eds.cli
+    from n2s_eds.cli import lightning_cli
 
-    monkeypatch.setattr(n2s_eds.cli, "tensorboard_available", lambda: False)
+    monkeypatch.setattr(lightning_cli, "tensorboard_available", lambda: False)
     cli = _cli_fit(cube_file, tmp_path, "csv", tensorboard=True, max_steps=1)
     assert [type(lg).__name__ for lg in cli.trainer.loggers] == ["CSVLogger"]
     assert not (Path(cli.trainer.log_dir) / "tensorboard").exists()
