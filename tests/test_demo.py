@@ -24,3 +24,16 @@ def test_run_demo_writes_table_and_figure(tmp_path):
 def test_demo_command_help(capsys):
     assert main(["demo", "--help"]) == 0
     assert "--dose" in capsys.readouterr().out
+
+
+def test_demo_output_stays_readable_when_piped(tmp_path, capfd):
+    """Written to a file or a pipe (as here), the demo prints its table and no progress bars."""
+    import sys
+
+    assert not sys.stderr.isatty()
+    rc = main(["demo", "--output", str(tmp_path), "--steps", "10", "--dose", "5"])
+    out, err = capfd.readouterr()
+    assert rc == 0
+    assert "\r" not in out + err  # no carriage-return updates of a progress bar
+    assert "| n2s_eds |" in out
+    assert len((out + err).splitlines()) < 100
