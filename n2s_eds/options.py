@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from .exceptions import InvalidInputError
 from .models import MODEL_OPTIONS, MODELS, Autoencoder3DOptions, PriorMixtureOptions
+from .models.options import OptionsMixin
 from .preprocess import energy_binning
 
 __all__ = [
@@ -60,11 +61,9 @@ DEVICES = ("auto", "cpu", "cuda", "gpu", "mps")
 _CASTS = {"int": int, "float": float, "float | None": float, "bool": bool}
 
 
-class _Options:
-    """Shared behaviour: validation on construction, ``to_dict``, ``from_dict``."""
-
-    #: Section name used in messages.
-    section: ClassVar[str] = "options"
+class _Options(OptionsMixin):
+    """Conversion of plain numbers and validation on construction (``to_dict``,
+    ``field_names`` and ``from_dict`` from :class:`~n2s_eds.models.options.OptionsMixin`)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -81,27 +80,6 @@ class _Options:
 
     def validate(self) -> None:  # pragma: no cover - every subclass overrides
         """Raise :class:`InvalidInputError` naming the first invalid field."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain, JSON-serialisable dict."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """Names of the fields, in order."""
-        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> Any:
-        """Build from a dict, naming unknown keys in an :class:`InvalidInputError`."""
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise InvalidInputError(
-                f"unknown {cls.section} {unknown}; the {cls.__name__} fields are "
-                f"{list(cls.field_names())}"
-            )
-        return cls(**values)
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -143,8 +121,6 @@ class TrainingOptions(_Options):
     patience : int
         Scores without a lower held-out error before training stops. Default 4.
     """
-
-    section: ClassVar[str] = "training options"
 
     steps: int = 300
     patch_size: int = 32
@@ -196,8 +172,6 @@ class MaskingOptions(_Options):
         Length of those energy windows, in channels. Default 16.
     """
 
-    section: ClassVar[str] = "masking options"
-
     mask_rate: float = 0.1
     mask_mode: str = "auto"
     replacement: str = "local_mean"
@@ -239,8 +213,6 @@ class ProcessingOptions(_Options):
         Default True.
     """
 
-    section: ClassVar[str] = "processing options"
-
     low_kev: float = 0.2
     high_kev: float | None = 20.0
     bin_ev: float | None = None
@@ -273,8 +245,6 @@ class RuntimeOptions(_Options):
     strict : bool
         Non-integer counts raise instead of warning. Default False.
     """
-
-    section: ClassVar[str] = "runtime options"
 
     tile: int = 128
     device: str = "auto"

@@ -386,3 +386,20 @@ def test_harness_modules_share_no_private_names():
         assert len(text.splitlines()) < 600, path.name
         for names in re.findall(r"^from \.\w* import \(?([^)]*?)\)?$", text, re.M | re.S):
             assert not [n for n in re.split(r"[,\s]+", names) if n.startswith("_")], path.name
+
+
+def test_carried_rows_without_bound_flags_are_not_bounds(tmp_path):
+    """Phantom rows leave the bound flags empty: carried, they must print as plain numbers."""
+    from harness.carry import read_carried
+
+    table = tmp_path / "bench.csv"
+    table.write_text(
+        "case,method,cube_gain_db,maps_gain_db,cached,cube_gain_is_bound,maps_gain_is_bound\n"
+        "phantom_tem_dose5,bm4d,17.3747,8.26069,True,,\n"
+        "fept_core_shell_tem,bm4d,17.863,7.52916,True,True,False\n"
+    )
+    carried = read_carried(table, ["bm4d"])
+    phantom = carried.row("phantom_tem_dose5", "bm4d")
+    assert phantom["cube_gain_is_bound"] is False and phantom["maps_gain_is_bound"] is False
+    assert report.is_bound(phantom, "cube_gain_db") is False
+    assert carried.row("fept_core_shell_tem", "bm4d")["cube_gain_is_bound"] is True

@@ -124,5 +124,5 @@ def test_plain_numbers_are_converted_and_round_trip():
     opts = TrainingOptions(steps=12.0, lr=1)
     assert opts.steps == 12 and isinstance(opts.steps, int) and isinstance(opts.lr, float)
     assert TrainingOptions.from_dict(opts.to_dict()) == opts
-    with pytest.raises(InvalidInputError, match="unknown training options"):
+    with pytest.raises(InvalidInputError, match="unknown TrainingOptions"):
         TrainingOptions.from_dict({"step": 3})

@@ -36,7 +36,12 @@ def parse_value(text: str) -> Any:
 
 def _read(path: Path) -> list[dict[str, Any]]:
     with path.open(newline="") as f:
-        return [{k: parse_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = [{k: parse_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    for row in rows:  # an empty flag (phantom rows leave it out) is False, not NaN
+        for key, value in row.items():
+            if key.endswith("_is_bound") and not isinstance(value, bool):
+                row[key] = False
+    return rows
 
 
 @dataclass

@@ -10,8 +10,13 @@ of one energy axis, each with its guide image and metadata::
                        (E, c, c): a patch of all channels is a few chunks
     /cubes/0000/guide  (Y, X) float32 guide image on the scan grid, when
                        present; attrs normalise_median, normalise_spread
-    /cubes/0000        attrs: name, source, title, signal_class, ... (see
-                       :func:`n2s_eds.data.pack_corpus`)
+    /cubes/0000        attrs: name, source, title, signal_class, signal_type,
+                       energy_offset_kev, energy_scale_kev, energy_units,
+                       source_energy_offset_kev, source_channels,
+                       source_n_channels, window_low_kev, window_high_kev,
+                       elements, xray_lines, beam_energy_kev, live_time,
+                       scan_shape, scan_scale, scan_offset, scan_units,
+                       total_counts, has_guide
 
 :func:`read_corpus` reads the root and cube attributes (no counts) into a
 :class:`CorpusInfo`.

@@ -327,22 +327,11 @@ def pack_corpus(
     written under a temporary name beside ``path`` and renamed only when
     complete, so an error never leaves a partial corpus behind.
 
-    Layout::
-
-        /                  attrs: format, format_version, n_cubes, names,
-                           energy_offset_kev, energy_scale_kev, energy_units,
-                           n_channels, low_kev, high_kev, created_by
-        /cubes/0000/counts (E, Y, X) counts of the processing window, chunked
-                           (E, c, c): a patch of all channels is a few chunks
-        /cubes/0000/guide  (Y, X) float32 guide image on the scan grid, when
-                           present; attrs normalise_median, normalise_spread
-        /cubes/0000        attrs: name, source, title, signal_class, signal_type,
-                           energy_offset_kev, energy_scale_kev, energy_units,
-                           source_energy_offset_kev, source_channels,
-                           source_n_channels, window_low_kev, window_high_kev,
-                           elements, xray_lines, beam_energy_kev, live_time,
-                           scan_shape, scan_scale, scan_offset, scan_units,
-                           total_counts, has_guide
+    The layout is described in :mod:`n2s_eds.data.corpus_format`; each cube's
+    attributes are its name, source, title, signal class and type, energy axis
+    (kept and source channels, processing window), elements, X-ray lines, beam
+    energy, live time, scan shape, scale, offset and units, total counts and
+    whether it has a guide.
 
     Parameters
     ----------

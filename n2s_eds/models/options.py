@@ -17,7 +17,7 @@ from typing import Any
 
 from ..exceptions import InvalidInputError
 
-__all__ = ["DEFAULT_BLEND_EV", "Autoencoder3DOptions", "PriorMixtureOptions"]
+__all__ = ["DEFAULT_BLEND_EV", "Autoencoder3DOptions", "OptionsMixin", "PriorMixtureOptions"]
 
 #: Width (eV, standard deviation along energy) of the prior mixture's blend filter
 #: where ``blend_ev=None`` and the blend applies.
@@ -37,8 +37,8 @@ def _fail(name: str, value: Any, allowed: str) -> InvalidInputError:
     return InvalidInputError(f"{name} must be {allowed}, got {value!r}")
 
 
-class _DictMixin:
-    """``to_dict`` / ``from_dict`` of the options dataclasses."""
+class OptionsMixin:
+    """``to_dict``, ``field_names`` and ``from_dict`` of every options dataclass."""
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a plain dict (JSON-serialisable; tuples stay tuples)."""
@@ -70,7 +70,7 @@ class _DictMixin:
 
 
 @dataclass(frozen=True)
-class PriorMixtureOptions(_DictMixin):
+class PriorMixtureOptions(OptionsMixin):
     """Options of :class:`~n2s_eds.models.PriorMixture` (all but ``guide``).
 
     Attributes
@@ -287,7 +287,7 @@ class PriorMixtureOptions(_DictMixin):
 
 
 @dataclass(frozen=True)
-class Autoencoder3DOptions(_DictMixin):
+class Autoencoder3DOptions(OptionsMixin):
     """Options of :class:`~n2s_eds.models.ConvAutoencoder3D` (all but ``guide``).
 
     Attributes

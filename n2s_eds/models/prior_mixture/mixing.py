@@ -107,7 +107,7 @@ class CandidateMixing:
             tot = torch.einsum("k,bkyx->byx", ones, b_)[:, None].clamp_min(0)
             feats.append(torch.log1p(sq / (tot + 1.0)))
         if self.guide:
-            # the guide arrives robustly normalised for the whole scan (see api.normalise_guide)
+            # the guide arrives robustly normalised for the whole scan (see n2s_eds.preprocess.normalise_guide)
             gy, gx = torch.gradient(smooth2d(guide, 1.0), dim=(2, 3))
             feats += [guide, torch.sqrt(gx**2 + gy**2)]
         return torch.cat(feats, dim=1)
