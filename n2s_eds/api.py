@@ -19,7 +19,6 @@ import lightning as L
 import numpy as np
 import torch
 
-from .exceptions import InvalidInputError
 from .inference import denoise_lazy, denoise_window
 from .io import result_signal
 from .models import MODELS, Autoencoder3DOptions, PriorMixtureOptions, build_model
@@ -47,6 +46,7 @@ from .preprocess import (
     signal_to_cube,
 )
 from .serialization import (
+    load_weights,
     model_description,
     model_name,
     options_of_module,
@@ -331,6 +331,7 @@ class Denoiser:
         self._adapt(counts, guide, self._net_channel_ev(signal, binning))
         out = denoise_window(
             net,
+            counts,
             prepared.cube,
             guide,
             binning,
@@ -457,12 +458,7 @@ class Denoiser:
             **runtime,
         )
         net = den._new_net(bool(desc["guided"]))
-        try:
-            net.load_state_dict(state)
-        except (RuntimeError, KeyError) as exc:
-            raise InvalidInputError(
-                f"the weights in {str(path)!r} do not fit the described network: {exc}"
-            ) from None
+        load_weights(net, state, f"the weights in {str(path)!r} do not fit the described network")
         den.net = net.eval()
         den.guided = bool(desc["guided"])
         den.history = dict(desc.get("training", {}))

@@ -18,7 +18,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .postprocess import UNBIN_RADIUS, clip_keeping_counts, clip_reach, unbin_energy
+from .postprocess import (
+    UNBIN_RADIUS,
+    clip_keeping_counts,
+    clip_reach,
+    summed_spectrum,
+    unbin_energy,
+)
 from .preprocess import EnergyBinning, EnergyWindow, bin_energy
 
 __all__ = ["predict_cube", "denoise_window", "denoise_lazy", "block_sizes", "split_sizes"]
@@ -112,6 +118,7 @@ def predict_cube(
 
 def denoise_window(
     net: nn.Module,
+    counts: np.ndarray,
     raw: np.ndarray,
     guide: np.ndarray | None,
     binning: EnergyBinning,
@@ -123,12 +130,14 @@ def denoise_window(
     device: str = "cpu",
     progress: bool = False,
 ) -> np.ndarray:
-    """Denoise the processing window of an eager cube: bin, predict, clip, un-bin.
+    """Denoise the processing window of an eager cube: predict, clip, un-bin.
 
     Parameters
     ----------
     net : torch.nn.Module
         A network already adapted to this cube (and its blend fitted).
+    counts : numpy.ndarray
+        The window's counts binned as the network sees them (``bin_energy(raw, binning)``).
     raw : numpy.ndarray
         The window's counts, (E, Y, X) float32.
     guide : numpy.ndarray or None
@@ -149,7 +158,7 @@ def denoise_window(
     """
     out = predict_cube(
         net,
-        bin_energy(raw, binning),
+        counts,
         guide,
         tile=tile,
         device=device,
@@ -160,7 +169,7 @@ def denoise_window(
         clip_keeping_counts(out)
     if binning.factor > 1:
         if profile is None:
-            profile = np.asarray(raw).sum(axis=(1, 2), dtype=np.float64)
+            profile = summed_spectrum(raw, 0)
         out = unbin_energy(out, raw, binning, profile=profile, radius=UNBIN_RADIUS)
     return out
 

@@ -278,13 +278,4 @@ def model_options(model: str, values: Any = None) -> PriorMixtureOptions | Autoe
         raise InvalidInputError(
             f"model_options must be a {cls.__name__} or a dict, got {type(values).__name__}"
         )
-    return cls.from_dict(_tuples(values))
-
-
-def _tuples(value: Any) -> Any:
-    """JSON lists (model files, YAML configs) back into the tuples the networks' options use."""
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    return value
+    return cls.from_dict(values)  # the options classes turn JSON lists back into tuples

@@ -40,6 +40,7 @@ __all__ = [
     "model_description",
     "write_model_file",
     "read_model_file",
+    "load_weights",
     "model_name",
     "options_of_module",
     "plain",
@@ -142,6 +143,14 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
             f"{desc['format_version']}); upgrade n2s_eds to read it"
         )
     return desc, state
+
+
+def load_weights(net: nn.Module, state: dict[str, torch.Tensor], mismatch: str) -> None:
+    """Load ``state`` into ``net``; weights that do not fit raise ``InvalidInputError(mismatch)``."""
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, KeyError) as exc:
+        raise InvalidInputError(f"{mismatch}: {exc}") from None
 
 
 def model_name(net: nn.Module) -> str:
@@ -315,12 +324,9 @@ def read_checkpoint(checkpoint: str | Path, config: str | Path | None = None) ->
         k: v for k, v in (payload.get("hyper_parameters") or {}).items() if k in MODULE_HPARAMS
     }
     module = N2SModule(net, **module_hp)
-    try:
-        module.load_state_dict(state)
-    except (RuntimeError, KeyError) as exc:
-        raise InvalidInputError(
-            f"the weights in {ckpt} do not fit the network configured in {cfg_path}: {exc}"
-        ) from None
+    load_weights(
+        module, state, f"the weights in {ckpt} do not fit the network configured in {cfg_path}"
+    )
     lr = (cfg["model"].get("optimizer") or {}).get("init_args", {}).get("lr")
     return CheckpointContents(
         module=module,
