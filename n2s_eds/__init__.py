@@ -12,13 +12,14 @@ See :func:`denoise`, :class:`Denoiser`, :func:`load` and :mod:`n2s_eds.baselines
 from __future__ import annotations
 
 from .api import Denoiser, denoise
-from .exceptions import InvalidInputError
+from .exceptions import InvalidInputError, MapQualityWarning
 from .io import Acquisition, NonIntegerCountsWarning, load, load_guide, save
 
 __all__ = [
     "Acquisition",
     "Denoiser",
     "InvalidInputError",
+    "MapQualityWarning",
     "NonIntegerCountsWarning",
     "denoise",
     "load",

@@ -55,6 +55,7 @@ from .serialization import (
     read_model_file,
     write_model_file,
 )
+from .trust import MapsReport, record_trust, refine_signal, refine_signal_lazy
 from .training import accelerator, check_target, interactive_output, train_on_cube
 
 __all__ = ["denoise", "Denoiser"]
@@ -64,7 +65,7 @@ FLAT_OPTIONS = (
     *("steps", "patch_size", "energy_patch", "batch_size"),
     *("mask_rate", "mask_mode", "replacement", "loss", "window_loss", "window_channels"),
     *("lr", "holdout", "val_every", "patience"),
-    *("low_kev", "high_kev", "bin_ev", "clip_negative"),
+    *("low_kev", "high_kev", "bin_ev", "clip_negative", "refine_maps"),
 )
 #: Options of a loaded model that may change at run time (they do not change the network).
 RUNTIME_OVERRIDES = ("device", "tile", "progress", "strict")
@@ -96,7 +97,7 @@ class Denoiser:
         their error no longer falls.
     mask_rate, mask_mode, replacement, loss, window_loss, window_channels
         Noise2Self masking and loss: see :class:`~n2s_eds.options.MaskingOptions`.
-    low_kev, high_kev, bin_ev, clip_negative
+    low_kev, high_kev, bin_ev, clip_negative, refine_maps
         The processing window, energy binning (eV) and count-keeping clipping:
         see :class:`~n2s_eds.options.ProcessingOptions`.
     tile, device, seed, progress, strict
@@ -140,6 +141,7 @@ class Denoiser:
         high_kev: float | None = ProcessingOptions.high_kev,
         bin_ev: float | None = ProcessingOptions.bin_ev,
         clip_negative: bool = ProcessingOptions.clip_negative,
+        refine_maps: bool = ProcessingOptions.refine_maps,
         tile: int = RuntimeOptions.tile,
         device: str = RuntimeOptions.device,
         seed: int = RuntimeOptions.seed,
@@ -343,7 +345,12 @@ class Denoiser:
         )
         data = np.array(signal.data, dtype=np.float32, copy=True)
         data[..., prepared.window.slice] = np.moveaxis(out, 0, -1)
-        return self._result(signal, data, prepared.window, binning, time.perf_counter() - t0)
+        report = None
+        if p.refine_maps:
+            report = refine_signal(signal, data, prepared.window, guide)
+        return self._result(
+            signal, data, prepared.window, binning, time.perf_counter() - t0, report
+        )
 
     def _denoise_lazy(self, signal: Any, haadf: Any) -> Any:
         """Lazy result (see :func:`n2s_eds.inference.denoise_lazy`): the network is adapted
@@ -378,12 +385,22 @@ class Denoiser:
             energy_tile=self._energy_tile(),
             device=self._device(),
         )
-        return self._result(signal, data, window, binning, time.perf_counter() - t0)
+        report = None
+        if p.refine_maps:
+            data, report = refine_signal_lazy(signal, data, window, gnorm)
+        return self._result(signal, data, window, binning, time.perf_counter() - t0, report)
 
     def _result(
-        self, signal: Any, data: Any, window: EnergyWindow, binning: EnergyBinning, seconds: float
+        self,
+        signal: Any,
+        data: Any,
+        window: EnergyWindow,
+        binning: EnergyBinning,
+        seconds: float,
+        maps: MapsReport | None = None,
     ) -> Any:
-        """The denoised signal, with ``metadata.Signal.Denoising.parameters`` saying how."""
+        """The denoised signal, with ``metadata.Signal.Denoising.parameters`` saying how
+        and the trust report of the element maps (:func:`n2s_eds.trust.record_trust`)."""
         params = provenance(
             self._require_fitted(),
             model=self.model,
@@ -398,6 +415,7 @@ class Denoiser:
         )
         out = result_signal(signal, data, "n2s_eds", {}, "n2s_eds denoised")
         out.metadata.set_item("Signal.Denoising.parameters", params)
+        record_trust(out, self._require_fitted(), maps)
         return out
 
     def describe(self) -> dict[str, Any]:

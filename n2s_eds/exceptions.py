@@ -1,8 +1,8 @@
-"""The one exception type n2s_eds raises for bad input."""
+"""The exception n2s_eds raises for bad input, and the warning about element maps."""
 
 from __future__ import annotations
 
-__all__ = ["InvalidInputError"]
+__all__ = ["InvalidInputError", "MapQualityWarning"]
 
 
 class InvalidInputError(ValueError):
@@ -12,3 +12,8 @@ class InvalidInputError(ValueError):
     written when it is raised. It subclasses :class:`ValueError`, so code that
     already catches ``ValueError`` keeps working.
     """
+
+
+class MapQualityWarning(UserWarning):
+    """An element map of a denoised signal may be worse than the raw counts' map, by the
+    lower confidence bound of its estimated gain (see ``metadata.Signal.Denoising``)."""

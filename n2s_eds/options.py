@@ -211,12 +211,21 @@ class ProcessingOptions(_Options):
         Make the result non-negative, paying back the counts this adds from the
         same channel within a few pixels, so element maps keep their counts.
         Default True.
+    refine_maps : bool
+        Refine the element maps (windows of the metadata's X-ray lines, else of the
+        strongest peaks) so that no phase borrows another's composition: each map is
+        a non-local average of the raw counts over pixels with similar spectra,
+        chosen by its Poisson risk estimate (:mod:`n2s_eds.refine`); the cube's
+        channels in each window are then rescaled to those maps, and every pixel
+        keeps its counts. ``metadata.Signal.Denoising`` then holds the estimated gain
+        of each map. Default True.
     """
 
     low_kev: float = 0.2
     high_kev: float | None = 20.0
     bin_ev: float | None = None
     clip_negative: bool = True
+    refine_maps: bool = True
 
     def validate(self) -> None:
         if self.high_kev is not None and not self.high_kev > self.low_kev:
