@@ -55,8 +55,8 @@ from .serialization import (
     read_model_file,
     write_model_file,
 )
-from .trust import MapsReport, record_trust, refine_signal, refine_signal_lazy
 from .training import accelerator, check_target, interactive_output, train_on_cube
+from .trust import MapsReport, record_trust, refine_signal, refine_signal_lazy
 
 __all__ = ["denoise", "Denoiser"]
 
@@ -345,12 +345,9 @@ class Denoiser:
         )
         data = np.array(signal.data, dtype=np.float32, copy=True)
         data[..., prepared.window.slice] = np.moveaxis(out, 0, -1)
-        report = None
-        if p.refine_maps:
-            report = refine_signal(signal, data, prepared.window, guide)
-        return self._result(
-            signal, data, prepared.window, binning, time.perf_counter() - t0, report
-        )
+        report = refine_signal(signal, data, prepared.window, guide, p.refine_maps)
+        seconds = time.perf_counter() - t0
+        return self._result(signal, data, prepared.window, binning, seconds, report)
 
     def _denoise_lazy(self, signal: Any, haadf: Any) -> Any:
         """Lazy result (see :func:`n2s_eds.inference.denoise_lazy`): the network is adapted
@@ -385,20 +382,11 @@ class Denoiser:
             energy_tile=self._energy_tile(),
             device=self._device(),
         )
-        report = None
-        if p.refine_maps:
-            data, report = refine_signal_lazy(signal, data, window, gnorm)
+        data, report = refine_signal_lazy(signal, data, window, gnorm, p.refine_maps)
         return self._result(signal, data, window, binning, time.perf_counter() - t0, report)
 
-    def _result(
-        self,
-        signal: Any,
-        data: Any,
-        window: EnergyWindow,
-        binning: EnergyBinning,
-        seconds: float,
-        maps: MapsReport | None = None,
-    ) -> Any:
+    def _result(self, signal: Any, data: Any, window: EnergyWindow, binning: EnergyBinning,
+                seconds: float, maps: MapsReport | None = None) -> Any:  # fmt: skip
         """The denoised signal, with ``metadata.Signal.Denoising.parameters`` saying how
         and the trust report of the element maps (:func:`n2s_eds.trust.record_trust`)."""
         params = provenance(

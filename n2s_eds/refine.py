@@ -237,7 +237,11 @@ def refine_maps(
     y_np = np.asarray(raw_maps, dtype=np.float64)
     n = y_np.shape[0]
     y = torch.from_numpy(y_np)
-    fy = y if feature_maps is None else torch.cat([y, torch.from_numpy(np.asarray(feature_maps, np.float64))])
+    fy = (
+        y
+        if feature_maps is None
+        else torch.cat([y, torch.from_numpy(np.asarray(feature_maps, np.float64))])
+    )
     base = _anscombe(_loo_gaussian(fy, FEATURE_SIGMA))
     spread = float(base.std(dim=(1, 2)).mean()) or 1.0
     scales = [0.0] if guide is None else list(guide_scales)
@@ -249,7 +253,9 @@ def refine_maps(
     best = best_risk = None
     chosen = np.zeros((n, 3))
     for s in scales:
-        feats = base if s == 0 else torch.cat([base, s * spread * math.sqrt(fy.shape[0]) * g_std[None]])
+        feats = (
+            base if s == 0 else torch.cat([base, s * spread * math.sqrt(fy.shape[0]) * g_std[None]])
+        )
         cand = _nonlocal_means(y, feats, h_grid, radii)  # (H, R, n, Y, X)
         risk = ((cand - y) ** 2).mean(dim=(-2, -1)) - mean_y  # (H, R, n)
         flat = risk.reshape(-1, n)
@@ -293,7 +299,8 @@ def apply_maps(
     slices: Sequence[slice],
     maps: np.ndarray,
     *,
-    iterations: int = 4,
+    profile: np.ndarray | None = None,
+    iterations: int = 25,
 ) -> np.ndarray:
     """Rescale a denoised cube's channels inside each window so its window sums are ``maps``.
 
@@ -305,6 +312,10 @@ def apply_maps(
         Channel slice of each window on the cube's energy axis.
     maps : numpy.ndarray
         Target window sums ``(n_maps, Y, X)``.
+    profile : numpy.ndarray or None
+        A spectrum ``(E,)`` (e.g. the scan's summed raw spectrum) whose shape inside a
+        window receives a target where the cube holds no counts; ``None``: the cube's
+        summed spectrum.
     iterations : int
         Passes over the windows; overlapping windows agree after a few (iterative
         proportional fitting); disjoint windows are exact after one.
@@ -313,12 +324,10 @@ def apply_maps(
     -------
     numpy.ndarray
         ``cube``. Where the cube holds no counts in a window, the target is spread over
-        the window's channels in the shape of the cube's summed spectrum there.
+        the window's channels in the shape of ``profile`` there.
     """
     overlap = any(
-        a.start < b.stop and b.start < a.stop
-        for i, a in enumerate(slices)
-        for b in slices[i + 1 :]
+        a.start < b.stop and b.start < a.stop for i, a in enumerate(slices) for b in slices[i + 1 :]
     )
     for _ in range(iterations if overlap else 1):
         for sl, target in zip(slices, maps, strict=True):
@@ -328,7 +337,9 @@ def apply_maps(
             factor = np.where(empty, 0.0, target / np.where(empty, 1.0, have))
             part *= factor[..., None].astype(cube.dtype)
             if empty.any():
-                shape = cube[..., sl].sum(axis=(0, 1), dtype=np.float64)
+                src = cube if profile is None else profile
+                shape = np.asarray(src[..., sl], dtype=np.float64)
+                shape = shape.reshape(-1, shape.shape[-1]).sum(axis=0)
                 if shape.sum() <= 0:
                     shape = np.ones(part.shape[-1])
                 shape = shape / shape.sum()
@@ -359,19 +370,21 @@ def _keep_pixel_totals(
 
 def _maps_and_features(
     raw: Any, windows: Sequence[Any], peaks: Sequence[Any]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Window sums of a (Y, X, E) cube (numpy or dask) for the windows and the peaks."""
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Window sums of a (Y, X, E) cube (numpy or dask) for the windows and the peaks, and
+    its summed spectrum."""
+
     def sums(ws: Sequence[Any]) -> Any:
         return [raw[..., w.slice].sum(axis=-1, dtype=np.float64) for w in ws]
 
-    parts = sums(windows) + sums(peaks)
+    parts = [*sums(windows), *sums(peaks), raw.sum(axis=(0, 1), dtype=np.float64)]
     if hasattr(raw, "compute"):
         import dask
 
         parts = list(dask.compute(*parts))
     maps = np.stack(parts[: len(windows)])
-    feats = np.stack(parts[len(windows) :]) if peaks else None
-    return maps, feats
+    feats = np.stack(parts[len(windows) : -1]) if peaks else None
+    return maps, feats, np.asarray(parts[-1])
 
 
 def refine_cube(
@@ -405,14 +418,14 @@ def refine_cube(
         The refined maps and their risk estimates; ``den``'s window sums now equal
         :attr:`MapRefinement.maps` and every pixel keeps its counts in ``channels``.
     """
-    maps, feats = _maps_and_features(raw, windows, peaks)
+    maps, feats, profile = _maps_and_features(raw, windows, peaks)
     result = refine_maps(maps, guide, names=[w.name for w in windows], feature_maps=feats)
     n = den.shape[-1]
     slices = [w.slice for w in windows]
     inside = _window_mask(n, slices)
     outside = ~inside & _window_mask(n, [channels])
     totals = den[..., channels].sum(axis=-1, dtype=np.float64)
-    apply_maps(den, slices, result.maps)
+    apply_maps(den, slices, result.maps, profile=profile)
     _keep_pixel_totals(den, totals, inside, outside)
     return result
 
@@ -434,7 +447,7 @@ def refine_lazy(
     -------
     (dask.array.Array, MapRefinement)
     """
-    maps, feats = _maps_and_features(raw, windows, peaks)
+    maps, feats, profile = _maps_and_features(raw, windows, peaks)
     result = refine_maps(maps, guide, names=[w.name for w in windows], feature_maps=feats)
     n = den.shape[-1]
     slices = [w.slice for w in windows]
@@ -446,7 +459,7 @@ def refine_lazy(
         (y0, y1), (x0, x1), _ = block_info[0]["array-location"]
         b = np.array(b, copy=True)
         totals = b[..., channels].sum(axis=-1, dtype=np.float64)
-        apply_maps(b, slices, target[:, y0:y1, x0:x1])
+        apply_maps(b, slices, target[:, y0:y1, x0:x1], profile=profile)
         return _keep_pixel_totals(b, totals, inside, outside)
 
     whole = den.rechunk({2: -1}) if len(den.chunks[2]) > 1 else den

@@ -8,8 +8,10 @@ Files are written to a temporary file and renamed, so a crash leaves no
 half-written model.
 
 Format versions: 1 is the base; 2 adds ``options.bin_ev`` (energy binning in
-eV). A model that does not bin is written as format 1, so that readers of
-format 1 load it.
+eV); 3 adds ``options.refine_maps`` (the element-map stage, :mod:`n2s_eds.refine`).
+A model is written with the lowest version that holds its options, so that older
+readers load what they can: one that neither bins nor refines its maps is format 1.
+A file without ``refine_maps`` denoises as when it was written: without the stage.
 
 :func:`read_checkpoint` reads a Lightning checkpoint of ``n2s-eds fit`` together
 with the ``config.yaml`` LightningCLI saved for the run, and rebuilds its network;
@@ -51,7 +53,7 @@ __all__ = [
 
 MODEL_FORMAT = "n2s_eds.model"
 #: Newest model file format this version reads (see the module docstring).
-MODEL_FORMAT_VERSION = 2
+MODEL_FORMAT_VERSION = 3
 #: Hyperparameters of :class:`~n2s_eds.module.N2SModule` that a checkpoint carries over.
 MODULE_HPARAMS = ("mask_rate", "mask_mode", "replacement", "loss", "window_loss", "window_channels")
 
@@ -76,18 +78,21 @@ def model_description(
 ) -> dict[str, Any]:
     """The JSON description of a trained denoiser that a model file holds beside the weights.
 
-    A model that does not bin energies is written as format 1 without a
-    ``bin_ev`` entry, so that readers of format 1 load it; one that bins is
-    format 2, which they refuse.
+    A model that does not bin energies is written without a ``bin_ev`` entry and one
+    without the element-map stage without a ``refine_maps`` entry; the format version is
+    the lowest that holds the rest (1, 2 with ``bin_ev``, 3 with ``refine_maps``), which
+    older readers refuse.
     """
+    version = 3 if options.get("refine_maps") else 1 if options.get("bin_ev") is None else 2
+    dropped = {"bin_ev": None, "refine_maps": False}
     return {
         "format": MODEL_FORMAT,
-        "format_version": 1 if options.get("bin_ev") is None else 2,
+        "format_version": version,
         "package_version": package_version(),
         "model": model,
         "model_options": model_options,
         "guided": bool(guided),
-        "options": {k: v for k, v in options.items() if k != "bin_ev" or v is not None},
+        "options": {k: v for k, v in options.items() if k not in dropped or v not in (dropped[k],)},
         "seed": seed,
         "training": {k: v for k, v in history.items() if k != "loss_curve"},
     }
@@ -142,6 +147,8 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
             f"{str(path)!r} was written by a newer n2s_eds (format "
             f"{desc['format_version']}); upgrade n2s_eds to read it"
         )
+    # written before the element-map stage existed, or without it: denoise as written
+    desc.setdefault("options", {}).setdefault("refine_maps", False)
     return desc, state
 
 

@@ -58,10 +58,12 @@ def _windows(signal: Any, window: EnergyWindow) -> tuple[list[ElementWindow], li
 
 
 def refine_signal(
-    signal: Any, data: np.ndarray, window: EnergyWindow, guide: np.ndarray | None
-) -> MapsReport:
+    signal: Any, data: np.ndarray, window: EnergyWindow, guide: np.ndarray | None, enabled: bool
+) -> MapsReport | None:
     """Refine the element maps of the denoised ``data`` (Y, X, E) of ``signal`` in place
-    (see :func:`n2s_eds.refine.refine_cube`)."""
+    (see :func:`n2s_eds.refine.refine_cube`); ``None`` when not ``enabled``."""
+    if not enabled:
+        return None
     try:
         windows, peaks = _windows(signal, window)
     except InvalidInputError as err:
@@ -72,9 +74,11 @@ def refine_signal(
 
 
 def refine_signal_lazy(
-    signal: Any, data: Any, window: EnergyWindow, guide: np.ndarray | None
-) -> tuple[Any, MapsReport]:
+    signal: Any, data: Any, window: EnergyWindow, guide: np.ndarray | None, enabled: bool
+) -> tuple[Any, MapsReport | None]:
     """The lazy counterpart of :func:`refine_signal`: returns the refined dask array."""
+    if not enabled:
+        return data, None
     try:
         windows, peaks = _windows(signal, window)
     except InvalidInputError as err:

@@ -322,16 +322,20 @@ def test_bin_ev_lazy_matches_eager_and_survives_save_load(tmp_path):
     np.testing.assert_allclose(lazy.data.compute(), eager.data, rtol=1e-4, atol=1e-4)
     path = den.save(tmp_path / "binned.pt")
     desc = json.loads(torch.load(path, weights_only=True)["description"])
-    assert desc["options"]["bin_ev"] == 60.0 and desc["format_version"] == 2
+    assert desc["options"]["bin_ev"] == 60.0 and desc["format_version"] == 3
+    assert desc["options"]["refine_maps"] is True
     again = Denoiser.load(path, progress=False)
     assert again.options["bin_ev"] == 60.0
     np.testing.assert_allclose(again.denoise(coarse).data, eager.data, rtol=1e-5, atol=1e-6)
     plain = json.loads(
-        torch.load(Denoiser(**FAST).fit(coarse).save(tmp_path / "p.pt"), weights_only=True)[
-            "description"
-        ]
+        torch.load(
+            Denoiser(refine_maps=False, **FAST).fit(coarse).save(tmp_path / "p.pt"),
+            weights_only=True,
+        )["description"]
     )
-    assert "bin_ev" not in plain["options"] and plain["format_version"] == 1  # old readers
+    assert "bin_ev" not in plain["options"] and "refine_maps" not in plain["options"]
+    assert plain["format_version"] == 1  # old readers load it
+    assert Denoiser.load(tmp_path / "p.pt").options["refine_maps"] is False
 
 
 @pytest.mark.parametrize("bad", [0, -20.0, float("nan")])
