@@ -43,10 +43,12 @@ __all__ = [
     "FEATURE_PEAKS",
     "FEATURE_SIGMA",
     "GUIDE_SCALES",
+    "OWN_COUNTS_WEIGHT",
     "H_GRID",
     "RADII",
     "MapRefinement",
     "apply_maps",
+    "nonlocal_means",
     "refine_cube",
     "refine_lazy",
     "refine_maps",
@@ -60,6 +62,8 @@ FEATURE_SIGMA = 1.0
 H_GRID: tuple[float, ...] = (0.3, 0.5, 0.8, 1.2)
 #: Search radii (pixels) tried; the spatial Gaussian of radius ``R`` has sigma ``R / 1.7``.
 RADII: tuple[int, ...] = (3, 5, 7, 9)
+#: Weight of a pixel's own counts outside a map's window among that map's features.
+OWN_COUNTS_WEIGHT = 0.5
 #: Weights of the guide image among the features (0: the maps alone).
 GUIDE_SCALES: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
 
@@ -172,19 +176,47 @@ def _shifted(a: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return out
 
 
-def _nonlocal_means(
-    y: torch.Tensor, feats: torch.Tensor, hs: Sequence[float], radii: Sequence[int]
+def nonlocal_means(
+    y: torch.Tensor,
+    feats: torch.Tensor,
+    hs: Sequence[float],
+    radii: Sequence[int],
+    own: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Own-pixel-free non-local means of maps ``y`` (n, Y, X) for every ``h`` and radius:
-    (len(hs), len(radii), n, Y, X)."""
+    """Own-pixel-free non-local means of maps for every feature distance and radius.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Maps ``(n, Y, X)`` to average.
+    feats : torch.Tensor
+        Features ``(f, Y, X)``, shared by the maps; the weight of pixel ``q`` in the
+        average at ``p`` is ``exp(-d^2 / h^2) exp(-|p - q|^2 / (2 (R / 1.7)^2))`` for
+        ``0 < |p - q| <= R``, never the pixel's own value, with ``d^2`` the mean of
+        ``(F_p - F_q)^2`` over the features.
+    hs, radii : sequence
+        Feature distances ``h`` and radii ``R``.
+    own : torch.Tensor or None
+        One further feature per map ``(n, Y, X)`` (map ``i`` only weighs with its own
+        ``own[i]``), counted in the mean of ``d^2`` like the shared ones: for the counts a
+        pixel holds outside map ``i``'s window, which are independent of that window's.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(len(hs), len(radii), n, Y, X)``.
+    """
     nh, nr = len(hs), len(radii)
     num = torch.zeros(nh, nr, *y.shape, dtype=y.dtype)
-    den = torch.zeros(nh, nr, 1, *y.shape[-2:], dtype=y.dtype)
+    den = torch.zeros(nh, nr, y.shape[0] if own is not None else 1, *y.shape[-2:], dtype=y.dtype)
     valid = torch.ones(1, *y.shape[-2:], dtype=y.dtype)
-    nf = feats.shape[0]
+    nf = feats.shape[0] + (own is not None)
     inv_h2 = torch.tensor([1.0 / h**2 for h in hs], dtype=y.dtype)
     for dy, dx in _offsets(max(radii)):
-        d2 = ((feats - _shifted(feats, dy, dx)) ** 2).sum(0, keepdim=True) / nf  # (1, Y, X)
+        d2 = ((feats - _shifted(feats, dy, dx)) ** 2).sum(0, keepdim=True)  # (1, Y, X)
+        if own is not None:
+            d2 = d2 + (own - _shifted(own, dy, dx)) ** 2  # (n, Y, X)
+        d2 = d2 / nf
         inside = _shifted(valid, dy, dx)
         ys = _shifted(y, dy, dx)
         r2 = dy * dy + dx * dx
@@ -210,6 +242,7 @@ def refine_maps(
     *,
     names: Sequence[str] | None = None,
     feature_maps: np.ndarray | None = None,
+    totals: np.ndarray | None = None,
     h_grid: Sequence[float] = H_GRID,
     radii: Sequence[int] = RADII,
     guide_scales: Sequence[float] = GUIDE_SCALES,
@@ -227,6 +260,11 @@ def refine_maps(
     feature_maps : numpy.ndarray or None
         Further count maps ``(k, Y, X)`` (e.g. the strongest peaks of the sum spectrum)
         used as features only.
+    totals : numpy.ndarray or None
+        Each pixel's counts ``(Y, X)`` in the processing window. Map ``i`` then also
+        weighs pixels by the counts they hold outside its window (Anscombe-transformed,
+        times :data:`OWN_COUNTS_WEIGHT`): a pixel's own spectrum tells its phase, and
+        Poisson counts outside the window are independent of the counts inside it.
     h_grid, radii, guide_scales : sequence
         The candidates (see :data:`H_GRID`, :data:`RADII`, :data:`GUIDE_SCALES`).
 
@@ -249,6 +287,10 @@ def refine_maps(
     if guide is not None:
         g = torch.as_tensor(np.asarray(guide, dtype=np.float64))
         g_std = (g - g.mean()) / (g.std() if float(g.std()) > 0 else 1.0)
+    own = None
+    if totals is not None:
+        outside = torch.as_tensor(np.asarray(totals, dtype=np.float64))[None] - y
+        own = OWN_COUNTS_WEIGHT * _anscombe(outside)
     mean_y = y.mean(dim=(1, 2))
     best = best_risk = None
     chosen = np.zeros((n, 3))
@@ -256,7 +298,7 @@ def refine_maps(
         feats = (
             base if s == 0 else torch.cat([base, s * spread * math.sqrt(fy.shape[0]) * g_std[None]])
         )
-        cand = _nonlocal_means(y, feats, h_grid, radii)  # (H, R, n, Y, X)
+        cand = nonlocal_means(y, feats, h_grid, radii, own)  # (H, R, n, Y, X)
         risk = ((cand - y) ** 2).mean(dim=(-2, -1)) - mean_y  # (H, R, n)
         flat = risk.reshape(-1, n)
         idx = flat.argmin(dim=0)
@@ -369,22 +411,27 @@ def _keep_pixel_totals(
 
 
 def _maps_and_features(
-    raw: Any, windows: Sequence[Any], peaks: Sequence[Any]
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Window sums of a (Y, X, E) cube (numpy or dask) for the windows and the peaks, and
-    its summed spectrum."""
+    raw: Any, windows: Sequence[Any], peaks: Sequence[Any], channels: slice
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Window sums of a (Y, X, E) cube (numpy or dask) for the windows and the peaks, its
+    summed spectrum and its pixel totals in ``channels``."""
 
     def sums(ws: Sequence[Any]) -> Any:
         return [raw[..., w.slice].sum(axis=-1, dtype=np.float64) for w in ws]
 
-    parts = [*sums(windows), *sums(peaks), raw.sum(axis=(0, 1), dtype=np.float64)]
+    parts = [
+        *sums(windows),
+        *sums(peaks),
+        raw[..., channels].sum(axis=-1, dtype=np.float64),
+        raw.sum(axis=(0, 1), dtype=np.float64),
+    ]
     if hasattr(raw, "compute"):
         import dask
 
         parts = list(dask.compute(*parts))
     maps = np.stack(parts[: len(windows)])
-    feats = np.stack(parts[len(windows) : -1]) if peaks else None
-    return maps, feats, np.asarray(parts[-1])
+    feats = np.stack(parts[len(windows) : -2]) if peaks else None
+    return maps, feats, np.asarray(parts[-1]), np.asarray(parts[-2])
 
 
 def refine_cube(
@@ -418,8 +465,10 @@ def refine_cube(
         The refined maps and their risk estimates; ``den``'s window sums now equal
         :attr:`MapRefinement.maps` and every pixel keeps its counts in ``channels``.
     """
-    maps, feats, profile = _maps_and_features(raw, windows, peaks)
-    result = refine_maps(maps, guide, names=[w.name for w in windows], feature_maps=feats)
+    maps, feats, profile, totals = _maps_and_features(raw, windows, peaks, channels)
+    result = refine_maps(
+        maps, guide, names=[w.name for w in windows], feature_maps=feats, totals=totals
+    )
     n = den.shape[-1]
     slices = [w.slice for w in windows]
     inside = _window_mask(n, slices)
@@ -447,8 +496,10 @@ def refine_lazy(
     -------
     (dask.array.Array, MapRefinement)
     """
-    maps, feats, profile = _maps_and_features(raw, windows, peaks)
-    result = refine_maps(maps, guide, names=[w.name for w in windows], feature_maps=feats)
+    maps, feats, profile, totals = _maps_and_features(raw, windows, peaks, channels)
+    result = refine_maps(
+        maps, guide, names=[w.name for w in windows], feature_maps=feats, totals=totals
+    )
     n = den.shape[-1]
     slices = [w.slice for w in windows]
     inside = _window_mask(n, slices)
