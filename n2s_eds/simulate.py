@@ -23,7 +23,8 @@ applied to lines and continuum alike.
 TEM phantoms are nanoparticles on a thin amorphous carbon film: the X-ray signal
 of each phase is proportional to its projected mass thickness (sphere chords).
 SEM phantoms are polished rock sections: the X-ray signal is proportional to the
-area fraction of each phase in a pixel (bulk specimen).
+area fraction of each phase in a pixel (bulk specimen). :func:`phantom_maps` gives
+the exact element and phase maps behind a phantom.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "PHANTOM_LAYOUTS",
     "Phantom",
     "phantom",
+    "phantom_maps",
 ]
 
 #: Elements present in the phantoms of each kind.
@@ -55,7 +57,7 @@ PHANTOM_ELEMENTS: dict[str, tuple[str, ...]] = {
 }
 
 #: Spatial layouts :func:`phantom` accepts.
-PHANTOM_LAYOUTS: tuple[str, ...] = ("core_shell", "particles")
+PHANTOM_LAYOUTS: tuple[str, ...] = ("core_shell", "particles", "boundary")
 
 _BEAM_ENERGY_KEV = {"tem": 200.0, "sem": 20.0}
 _PIXEL_SIZE = {"tem": (0.5, "nm"), "sem": (0.5, "µm")}
@@ -70,6 +72,8 @@ _BREMS_GAIN = {"tem": 1.5e-9, "sem": 3.0e-8}
 _YIELD_CONSTANT = {"K": 1.12e6, "L": 1.0e8, "M": 1.0e9}
 #: Supersampling factor per pixel side for anti-aliased edges.
 _SUPERSAMPLE = 4
+#: Thickness (nm) of the FePt and siderite slabs of the TEM "boundary" layout (similar counts).
+_SLAB_NM = (2.0, 20.0)
 #: Mean HAADF intensity of the support/matrix, in detector counts (sets its SNR).
 _HAADF_LEVEL = 1.0e5
 
@@ -91,6 +95,7 @@ _K_FELDSPAR = _Phase("K-feldspar", 2.56, {"K": 1.0, "Al": 1.0, "Si": 3.0, "O": 8
 _ANORTHITE = _Phase("anorthite", 2.73, {"Ca": 1.0, "Al": 2.0, "Si": 2.0, "O": 8.0})
 _HEMATITE = _Phase("hematite", 5.26, {"Fe": 2.0, "O": 3.0})
 _ANDRADITE = _Phase("andradite", 3.86, {"Ca": 3.0, "Fe": 2.0, "Si": 3.0, "O": 12.0})
+_SIDERITE = _Phase("siderite", 3.96, {"Fe": 1.0, "C": 1.0, "O": 3.0})
 
 
 class Phantom(NamedTuple):
@@ -299,6 +304,14 @@ def _layout_phases(
     kind: str, layout: str, shape: tuple[int, int], rng: np.random.Generator, scale: float
 ) -> list[tuple[_Phase, np.ndarray]]:
     """(phase, amount map) pairs: thickness in nm (TEM) or area fraction (SEM)."""
+    if layout == "boundary":
+        # Area fraction of the left phase: columns left of x = width / 2 - 0.5 (pixel units).
+        x = _pixel_grid(shape[1]).reshape(shape[1], _SUPERSAMPLE)
+        left = np.broadcast_to((x < shape[1] / 2.0 - 0.5).mean(axis=1), shape).astype(np.float64)
+        if kind == "tem":
+            slabs = [(_FEPT, _SLAB_NM[0] * left), (_SIDERITE, _SLAB_NM[1] * (1.0 - left))]
+            return [(_CARBON_FILM, np.full(shape, _SUPPORT_NM)), *slabs]
+        return [(_K_FELDSPAR, left), (_ANDRADITE, 1.0 - left)]
     if kind == "tem":
         discs = _place_discs(rng, shape, area_fraction=0.3)
         if layout == "core_shell":
@@ -321,6 +334,53 @@ def _layout_phases(
     grains = [(p, np.asarray(a, dtype=np.float64) + np.zeros(shape)) for p, a in grains]
     free = 1.0 - sum(a for _, a in grains)
     return [(p, f * free) for p, f in zip(matrix_phases, fractions, strict=True)] + grains
+
+
+def _composition(
+    kind: str, layout: str, shape: tuple[int, int], rng: np.random.Generator
+) -> tuple[list[tuple[_Phase, np.ndarray]], dict[str, np.ndarray], np.ndarray]:
+    """Phases, element maps (TEM: mass thickness; SEM: mass fraction) and noiseless HAADF."""
+    phases = _layout_phases(kind, layout, shape, rng, _PIXEL_SIZE[kind][0])
+    elements = PHANTOM_ELEMENTS[kind]
+    mass = {el: np.zeros(shape) for el in elements}
+    haadf_clean = np.zeros(shape)
+    for phase, amount in phases:
+        weight = phase.density * amount
+        for el, c in _mass_fractions(phase).items():
+            mass[el] += weight * c
+    for el in elements:
+        z, atomic_weight, _ = _element(el)
+        haadf_clean += mass[el] / atomic_weight * z**1.7
+    if kind == "sem":
+        # Bulk: X-rays follow mass fractions; the density stays in the HAADF (BSE) image.
+        total = sum(mass.values())
+        mass = {el: m / total for el, m in mass.items()}
+    return phases, mass, haadf_clean
+
+
+def phantom_maps(
+    kind: str = "tem",
+    shape: tuple[int, int] = (64, 64),
+    *,
+    seed: int | None = 0,
+    layout: str = "core_shell",
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The exact element and phase maps of :func:`phantom` (same kind, shape, seed, layout).
+
+    Returns
+    -------
+    elements : dict of str to numpy.ndarray
+        Per element, the float64 map (Y, X) its X-ray lines are proportional to:
+        mass thickness (g/cm^3 x nm, TEM) or mass fraction (SEM); exactly 0 where
+        the element is absent.
+    phases : dict of str to numpy.ndarray
+        Per phase name, its thickness in nm (TEM) or area fraction (SEM). For
+        ``layout="boundary"`` the left phase's fraction is the exact label image.
+    """
+    _check_inputs(kind, 1.0, shape, 8, 1.0, 1.0, layout)
+    shape = (int(shape[0]), int(shape[1]))
+    phases, mass, _ = _composition(kind, layout, shape, np.random.default_rng(seed))
+    return mass, {phase.name: amount for phase, amount in phases}
 
 
 def _check_inputs(
@@ -391,11 +451,17 @@ def phantom(
     zero_peak : bool
         Add the detector zero (strobe) peak at 0 keV: a narrow Gaussian, cut to
         the channels below 0.2 keV and holding 15 % of all counts.
-    layout : {"core_shell", "particles"}
+    layout : {"core_shell", "particles", "boundary"}
         ``"core_shell"``: TEM particles have a Pt-rich FePt core (60 % of the
         radius) in an Fe3O4 shell; SEM grains have a hematite core in an
         andradite (Ca-Fe garnet) rim. ``"particles"``: homogeneous particles,
-        alternately of the two phases.
+        alternately of the two phases. ``"boundary"``: two phases split by a
+        straight vertical boundary at ``x = X/2 - 0.5`` (pixel centres at
+        integers: a pixel edge for even X, halving the middle column for odd X;
+        ``metadata.Simulation.boundary_x``). TEM: FePt, 2 nm (left), and siderite
+        FeCO3, 20 nm (right), on the film: Pt left only, O right only, Fe and C
+        on both sides in different amounts. SEM: K-feldspar (K, Al) | andradite
+        (Ca, Fe), Si and O on both sides in different amounts.
     haadf_thickness_step : bool
         Make the rectangle rows ``[Y//4, 3Y//4)``, columns ``[X//2, X)`` brighter
         in the HAADF only (as if the support were thicker there), adding the
@@ -446,21 +512,8 @@ def phantom(
     energies = float(offset_kev) + scale_kev * np.arange(n_channels)
 
     # Spatial layout -> element mass maps (TEM: mass thickness; SEM: mass fraction).
-    phases = _layout_phases(kind, layout, shape, rng, pixel)
+    phases, mass, haadf_clean = _composition(kind, layout, shape, rng)
     elements = PHANTOM_ELEMENTS[kind]
-    mass = {el: np.zeros(shape) for el in elements}
-    haadf_clean = np.zeros(shape)
-    for phase, amount in phases:
-        weight = phase.density * amount
-        for el, c in _mass_fractions(phase).items():
-            mass[el] += weight * c
-    for el in elements:
-        z, atomic_weight, _ = _element(el)
-        haadf_clean += mass[el] / atomic_weight * z**1.7
-    if kind == "sem":
-        # Bulk: X-rays follow mass fractions; the density stays in the HAADF (BSE) image.
-        total = sum(mass.values())
-        mass = {el: m / total for el, m in mass.items()}
 
     # Spectra: characteristic lines of each element plus the continuum.
     templates, lines = [], []
@@ -508,6 +561,8 @@ def phantom(
         ("tem", "particles"): "FePt and Fe3O4 nanoparticles on carbon",
         ("sem", "core_shell"): "rock section with zoned hematite/andradite grains",
         ("sem", "particles"): "rock section with hematite and andradite grains",
+        ("tem", "boundary"): "FePt | siderite (FeCO3) slabs on carbon, vertical boundary",
+        ("sem", "boundary"): "K-feldspar | andradite, vertical boundary",
     }[(kind, layout)]
     simulation = {
         "kind": kind,
@@ -517,6 +572,8 @@ def phantom(
         "zero_peak": bool(zero_peak),
         "phases": [p.name for p, _ in phases],
     }
+    if layout == "boundary":
+        simulation["boundary_x"] = width / 2.0 - 0.5
 
     def _eds(data: np.ndarray, what: str) -> Any:
         s = signal_class(data, axes=axes)

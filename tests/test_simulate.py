@@ -9,7 +9,7 @@ from exspy.signals import EDSSEMSpectrum, EDSTEMSpectrum
 from hyperspy.signals import Signal2D
 
 from n2s_eds.exceptions import InvalidInputError
-from n2s_eds.simulate import PHANTOM_ELEMENTS, Phantom, phantom
+from n2s_eds.simulate import PHANTOM_ELEMENTS, Phantom, phantom, phantom_maps
 
 SMALL = {"shape": (24, 20), "n_channels": 256, "channel_width_ev": 50.0}
 DOSE = 20.0
@@ -217,3 +217,110 @@ def test_invalid_input_raises(kwargs: dict) -> None:
     args = {**SMALL, **kwargs}
     with pytest.raises(InvalidInputError):
         phantom(**args)
+
+
+# Fingerprints of the phantoms as they were before the "boundary" layout was added: the
+# existing layouts must stay bit-identical (same draws from the seed, same arithmetic).
+# (kind, layout, sha256[:16] of the noisy int32 counts and of the HAADF, truth sum, counts sum)
+FINGERPRINTS = [
+    ("tem", "core_shell", "39a3ac6bb47091ee", "a90ffa24b2921910", 24094.504771040527, 24202),
+    ("tem", "particles", "0366e4bb57a5279d", "57fcd3da7ddef7a1", 24094.574466823364, 24111),
+    ("sem", "core_shell", "a05e671aff2d2746", "8380666108ea1059", 24094.117624959068, 24129),
+    ("sem", "particles", "beb718c06947b5d6", "19995d9accacbc86", 24094.117688021048, 24012),
+]
+
+
+def _sha(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(("kind", "layout", "noisy", "haadf", "total", "counts"), FINGERPRINTS)
+def test_existing_layouts_unchanged(
+    kind: str, layout: str, noisy: str, haadf: str, total: float, counts: int
+) -> None:
+    p = phantom(kind, 20, (32, 32), n_channels=256, channel_width_ev=50.0, seed=0, layout=layout)
+    assert int(p.noisy.data.sum()) == counts
+    assert float(p.truth.data.sum(dtype=np.float64)) == pytest.approx(total, rel=1e-9)
+    assert _sha(p.noisy.data) == noisy
+    assert _sha(p.haadf.data) == haadf
+
+
+def test_default_tem_phantom_unchanged() -> None:
+    p = phantom(kind="tem", dose=20, shape=(32, 32), seed=0)
+    assert _sha(p.noisy.data) == "c2c03afaae0a49c7"
+    assert _sha(p.haadf.data) == "e15feb841c033e04"
+    assert float(p.truth.data.sum(dtype=np.float64)) == pytest.approx(24112.747296715614, rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["tem", "sem"])
+def test_boundary_layout_is_a_vertical_step(kind: str) -> None:
+    p = phantom(kind, layout="boundary", **SMALL)
+    masses, phases = phantom_maps(kind, (24, 20), seed=0, layout="boundary")
+    assert p.truth.metadata.Simulation.boundary_x == 9.5
+    assert set(masses) == set(PHANTOM_ELEMENTS[kind])
+    assert len(phases) == (3 if kind == "tem" else 2)
+    left, right = slice(0, 10), slice(10, 20)
+    one_side, both = 0, 0
+    for el, m in masses.items():
+        # Constant on each side, rows all alike: a straight vertical step edge.
+        assert np.ptp(m[:, left]) == 0 and np.ptp(m[:, right]) == 0, el
+        a, b = m[0, 0], m[0, -1]
+        assert a != b, el
+        one_side += (a == 0) != (b == 0)
+        both += a > 0 and b > 0
+    assert one_side >= 2 and both >= 2
+    # The label image: the left phase fills the left half exactly.
+    first = phases["FePt" if kind == "tem" else "K-feldspar"]
+    label = first / first.max()
+    np.testing.assert_array_equal(label, np.broadcast_to(np.arange(20) < 10, (24, 20)))
+    # Spectra follow the maps: identical within each side, different across.
+    t = p.truth.data
+    np.testing.assert_allclose(t[:, left], np.broadcast_to(t[0, 0], t[:, left].shape), rtol=1e-6)
+    np.testing.assert_allclose(t[:, right], np.broadcast_to(t[0, -1], t[:, right].shape), rtol=1e-6)
+    assert not np.allclose(t[0, 0], t[0, -1], rtol=0.05)
+    haadf = p.haadf.data
+    assert abs(haadf[:, left].mean() / haadf[:, right].mean() - 1.0) > 0.1
+
+
+def test_boundary_tem_elements() -> None:
+    masses, _ = phantom_maps("tem", (16, 16), layout="boundary")
+    left, right = (
+        {el: m[0, 0] for el, m in masses.items()},
+        {el: m[0, -1] for el, m in masses.items()},
+    )
+    assert left["Pt"] > 0 and right["Pt"] == 0
+    assert left["O"] == 0 and right["O"] > 0
+    assert 0 < left["Fe"] != right["Fe"] > 0
+    assert 0 < left["C"] != right["C"] > 0
+
+
+def test_boundary_odd_width_halves_the_middle_column() -> None:
+    _, phases = phantom_maps("sem", (8, 9), layout="boundary")
+    np.testing.assert_array_equal(phases["K-feldspar"][0], [1, 1, 1, 1, 0.5, 0, 0, 0, 0])
+    np.testing.assert_array_equal(phases["andradite"][0], [0, 0, 0, 0, 0.5, 1, 1, 1, 1])
+
+
+def test_boundary_deterministic_with_seed() -> None:
+    a = phantom("tem", layout="boundary", seed=5, **SMALL)
+    b = phantom("tem", layout="boundary", seed=5, **SMALL)
+    c = phantom("tem", layout="boundary", seed=6, **SMALL)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.data, y.data)
+    np.testing.assert_array_equal(a.truth.data, c.truth.data)  # no random draw in the layout
+    assert not np.array_equal(a.noisy.data, c.noisy.data)
+
+
+@pytest.mark.parametrize("layout", ["core_shell", "particles"])
+def test_phantom_maps_match_the_phantom(layout: str) -> None:
+    p = phantom("tem", layout=layout, seed=3, **SMALL)
+    masses, phases = phantom_maps("tem", (24, 20), seed=3, layout=layout)
+    # Bare film where no particle element is present: the lowest, identical spectra.
+    bare = (masses["Fe"] == 0) & (masses["Pt"] == 0) & (masses["O"] == 0)
+    counts = p.truth.data.sum(-1)
+    assert bare.any() and (~bare).any()
+    np.testing.assert_array_equal(bare, counts <= counts.min() * (1 + 1e-6))
+    np.testing.assert_allclose(phases["amorphous carbon"], 5.0)
+    with pytest.raises(InvalidInputError):
+        phantom_maps("tem", (24, 20), layout="onion")

@@ -10,7 +10,9 @@ Two families of scores live here:
   expected counts (:func:`umse`) and of the gain in dB over the raw ``x``
   (:func:`split_gain_db`).
 * **Scores against a known truth** (simulations): :func:`psnr`, :func:`ssim` (scikit-image,
-  always with an explicit ``data_range``) and :func:`spectral_angle`.
+  always with an explicit ``data_range``) and :func:`spectral_angle`; and the phase-mixing
+  scores :func:`edge_width` (10-90 % width of a step edge) and :func:`absent_leakage` (an
+  element carried into the pixels where it is absent).
 
 Array convention: every cube is a numpy array in HyperSpy's order, navigation first and energy
 last, ``(Y, X, E)`` (a line scan ``(X, E)`` works too); element maps are stacked as
@@ -29,11 +31,14 @@ split
     :func:`umse_stderr`, :func:`score_split` and the count ratios.
 reference
     :func:`psnr`, :func:`ssim`, :func:`spectral_angle`.
+phases
+    :func:`edge_profile`, :func:`edge_width`, :func:`absent_leakage`, :func:`line_presence`.
 """
 
 from __future__ import annotations
 
 from ..preprocess import processing_window
+from .phases import absent_leakage, edge_profile, edge_width, line_presence
 from .reference import psnr, spectral_angle, ssim
 from .split import (
     binomial_split,
@@ -68,4 +73,8 @@ __all__ = [
     "psnr",
     "ssim",
     "spectral_angle",
+    "edge_profile",
+    "edge_width",
+    "absent_leakage",
+    "line_presence",
 ]
