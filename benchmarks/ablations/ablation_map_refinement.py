@@ -13,9 +13,10 @@ and is scored by the benchmark (cube and maps gains, worst quantification bias).
 * ``none``: the network's cube as it is;
 * ``wide``: feature distances h in (0.5, 0.8, 1.2, 2, 3), radii 3-9, the maps as features;
 * ``narrow``: h in (0.3, 0.5, 0.8, 1.2), radii 3-7;
-* ``wide+peaks`` / ``default``: as ``wide`` / with h in (0.3, ..., 1.2) and radii 3-9, the
-  maps of the 8 strongest peaks of the sum spectrum added to the features (``default`` is
-  what ``refine_maps=True`` runs).
+* ``wide+peaks`` / ``narrow9+peaks``: as ``wide`` / with h in (0.3, ..., 1.2) and radii 3-9,
+  the maps of the 8 strongest peaks of the sum spectrum added to the features;
+* ``default``: ``narrow9+peaks`` with, for each map, the pixel's own counts outside its window
+  as a further feature: what ``refine_maps=True`` runs (:func:`n2s_eds.refine.refine_cube`).
 """
 
 from __future__ import annotations
@@ -39,14 +40,22 @@ from harness.scores import score  # noqa: E402
 
 from n2s_eds import Denoiser  # noqa: E402
 from n2s_eds.metrics import element_maps, element_windows  # noqa: E402
-from n2s_eds.refine import FEATURE_PEAKS, H_GRID, RADII, apply_maps, refine_maps  # noqa: E402
+from n2s_eds.refine import (  # noqa: E402
+    FEATURE_PEAKS,
+    H_GRID,
+    RADII,
+    apply_maps,
+    refine_cube,
+    refine_maps,
+)
 
 VARIANTS = {
     "none": None,
     "wide": {"h_grid": (0.5, 0.8, 1.2, 2.0, 3.0), "radii": (3, 5, 7, 9), "peaks": False},
     "narrow": {"h_grid": (0.3, 0.5, 0.8, 1.2), "radii": (3, 5, 7), "peaks": False},
     "wide+peaks": {"h_grid": (0.5, 0.8, 1.2, 2.0, 3.0), "radii": (3, 5, 7, 9), "peaks": True},
-    "default": {"h_grid": H_GRID, "radii": RADII, "peaks": True},
+    "narrow9+peaks": {"h_grid": H_GRID, "radii": RADII, "peaks": True},
+    "default": {"h_grid": H_GRID, "radii": RADII, "peaks": True, "own": True},
 }
 
 
@@ -82,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.cases:
         case = build_case(name, 0)
         y = element_maps(case.raw, case.windows)
-        peaks = element_maps(
-            case.raw,
-            element_windows(case.signal, case.window, source="peaks", n_peaks=FEATURE_PEAKS),
+        peak_windows = element_windows(
+            case.signal, case.window, source="peaks", n_peaks=FEATURE_PEAKS
         )
+        peaks = element_maps(case.raw, peak_windows)
         for method in ("n2s", "n2s_guided"):
             if method == "n2s_guided" and case.guide is None:
                 continue
@@ -97,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             for label, v in VARIANTS.items():
                 full = np.array(case.raw, np.float32)
                 full[..., case.window.slice] = cube
-                if v is not None:
+                if v is not None and v.get("own"):  # exactly the package's stage
+                    raw = np.asarray(case.raw)
+                    refine_cube(
+                        raw, full, case.windows, peak_windows, guide, channels=case.window.slice
+                    )
+                elif v is not None:
                     ref = refine_maps(
                         y,
                         guide,
