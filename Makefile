@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv install install-dev lint bench clean
+.PHONY: demo test venv install install-dev lint bench external-venvs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,12 +39,27 @@ lint: $(VENV)/.installed-dev
 # the current set of benchmarks/results/: the table and figures, the hallucination checks, speed.
 # The BM3D/BM4D rows take hours: when benchmarks/cache/ does not hold them, keep the committed
 # ones with BENCH_ARGS="--carry bm3d,bm4d --carry-from benchmarks/results/bench.csv"
-BENCH_METHODS ?= raw,gaussian1,gaussian2,pca,pca_gaussian,guided_filter,bm3d,bm4d,n2s,n2s_guided
+BENCH_METHODS ?= raw,gaussian1,gaussian2,pca,pca_gaussian,guided_filter,bm3d,bm4d,espm,fused,n2s,n2s_guided
 BENCH_ARGS ?=
-bench: $(VENV)/.installed-dev
+bench: $(VENV)/.installed-dev external-venvs
 	$(BIN)/python benchmarks/run_bench.py --methods $(BENCH_METHODS) --output benchmarks/results --cache-dir benchmarks/cache $(BENCH_ARGS)
 	$(BIN)/python benchmarks/run_bench.py --hallucination --output benchmarks/results --cache-dir benchmarks/cache
 	$(BIN)/python benchmarks/speed.py --skip-bm3d --steps 100 --output benchmarks/results
+
+# the external baselines of the benchmark (benchmarks/README.md): espm in its own environment
+# (it pins its own HyperSpy/exspy and pulls PyQt5), pinned by benchmarks/external/requirements-espm.txt;
+# multimodal-fusion (the bench extra) in .venv
+ESPM_VENV := benchmarks/external/.venv-espm
+$(ESPM_VENV)/.installed: benchmarks/external/requirements-espm.txt
+	$(PYTHON) -m venv $(ESPM_VENV)
+	$(ESPM_VENV)/bin/python -m pip install -r benchmarks/external/requirements-espm.txt
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed-dev pyproject.toml
+	$(BIN)/python -m pip install -e ".[bench]" "$(TORCH)"
+	touch $@
+
+external-venvs: $(ESPM_VENV)/.installed $(VENV)/.installed-bench
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

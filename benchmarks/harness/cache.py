@@ -1,8 +1,10 @@
-"""The on-disk cache of the slow rows (BM3D, BM4D, the networks): denoised cubes by key.
+"""The on-disk cache of the slow rows (BM3D, BM4D, espm, the networks): denoised cubes by key.
 
 A row is keyed by the case, method, seed, split, the run options that matter, a hash of
-exactly what the method sees (:func:`input_digest`) and the method's code version
-(:meth:`harness.methods.Method.code_version`). Only the processing-window channels are kept.
+exactly what the method sees (:func:`input_digest`; plus, for a method with a
+:attr:`~harness.methods.Method.case_key`, the case metadata it reads) and the method's code
+version (:meth:`harness.methods.Method.code_version`). Only the processing-window channels are
+kept (the maps, for a maps-only method).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def input_digest(case: Case, guided: bool, truth: bool = False) -> str:
 def cache_key(case: Case, method: Method, seed: int, options: dict[str, Any]) -> dict[str, Any]:
     # Keyed on the input data rather than on the code that built the case: a change in the
     # loaders that leaves the cube unchanged keeps the (hours of) cached BM3D/BM4D rows.
-    return {
+    key = {
         "case": case.name,
         "method": method.name,
         "seed": int(seed),
@@ -50,6 +52,9 @@ def cache_key(case: Case, method: Method, seed: int, options: dict[str, Any]) ->
         "options": {k: options.get(k) for k in method.uses_options},
         "shape": list(case.raw.shape),
     }
+    if method.case_key is not None:  # e.g. the metadata espm reads (absent for the others)
+        key["case_inputs"] = json.loads(json.dumps(method.case_key(case), default=str))
+    return key
 
 
 def cache_file(cache_dir: Path, key: dict[str, Any]) -> Path:

@@ -60,6 +60,8 @@ class Carried:
         ``(case, method) -> quantification detail rows`` (from ``quant_bias.csv`` beside it).
     quant_source : pathlib.Path or None
         That ``quant_bias.csv``, when it exists.
+    cases : tuple of str or None
+        The cases whose rows are carried (``None``: all).
     """
 
     source: Path
@@ -67,6 +69,7 @@ class Carried:
     rows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     quant: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     quant_source: Path | None = None
+    cases: tuple[str, ...] | None = None
 
     def row(self, case: str, method: str) -> dict[str, Any] | None:
         """The carried row of a case and method (``cached`` set to ``carried``), or ``None``."""
@@ -89,8 +92,10 @@ class Carried:
         return out
 
 
-def read_carried(path: Path, methods: Sequence[str]) -> Carried:
-    """Read the rows of ``methods`` from a ``bench.csv`` written by an earlier run.
+def read_carried(path: Path, methods: Sequence[str], cases: Sequence[str] | None = None) -> Carried:
+    """Read the rows of ``methods`` (of ``cases``; ``None``: all) from a ``bench.csv``
+    written by an earlier run. A row of another case is not carried: it is computed, or
+    skipped when its method is read from the cache only.
 
     Raises
     ------
@@ -103,14 +108,14 @@ def read_carried(path: Path, methods: Sequence[str]) -> Carried:
     rows = _read(path)
     if rows and not {"case", "method"} <= set(rows[0]):
         raise ValueError(f"{path} is not a benchmark table (no case/method columns)")
-    carried = Carried(path, tuple(methods))
+    carried = Carried(path, tuple(methods), cases=None if cases is None else tuple(cases))
     for row in rows:
-        if row["method"] in methods:
+        if row["method"] in methods and (cases is None or row["case"] in cases):
             carried.rows[(str(row["case"]), str(row["method"]))] = row
     quant_path = path.with_name("quant_bias.csv")
     if quant_path.is_file():
         carried.quant_source = quant_path
         for q in _read(quant_path):
-            if q.get("method") in methods:
+            if q.get("method") in methods and (cases is None or q.get("case") in cases):
                 carried.quant.setdefault((str(q["case"]), str(q["method"])), []).append(q)
     return carried

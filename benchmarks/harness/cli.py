@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the bench.csv of an earlier run that --carry copies rows from",
     )
     parser.add_argument(
+        "--carry-cases",
+        type=lambda t: _comma_list(t, CASES, "case"),
+        default=None,
+        help="comma list of the cases whose --carry rows are copied (default all): leave out "
+        "cases whose inputs or element windows differ from the earlier run's",
+    )
+    parser.add_argument(
         "--hallucination",
         action="store_true",
         help="run the guide-image hallucination checks instead (see harness/hallucination.py)",
@@ -196,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.hallucination:
         return _main_hallucination(args, argv, outdir, cache_dir, options, t0)
     # read before anything is written: --carry-from may be the table this run replaces
-    carried = read_carried(args.carry_from, args.carry) if args.carry else None
+    carried = (
+        read_carried(args.carry_from, args.carry, cases=args.carry_cases) if args.carry else None
+    )
     result = run_bench(
         args.cases,
         args.methods,

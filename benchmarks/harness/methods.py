@@ -9,6 +9,7 @@ from typing import Any
 
 from n2s_eds import baselines
 
+from . import external
 from .versions import code_version
 
 __all__ = [
@@ -113,6 +114,18 @@ class Method:
     needs_truth : bool
         Trains against the case's truth (given as ``options["target"]``); skipped where
         there is none (real data).
+    needs_case : bool
+        Gets the :class:`~harness.cases.Case` as ``options["case"]`` (its name, element
+        windows and processing window).
+    maps_only : bool
+        Returns element maps ``(n_maps, Y, X)`` of the case's windows instead of a cube; the
+        row's cube columns are NaN and its maps columns come from these maps.
+    extra_version : callable or None
+        ``extra_version() -> str``: what else enters the code version (an external script's
+        hash and its environment's package versions).
+    case_key : callable or None
+        ``case_key(case) -> dict``: what else of the case (beyond the input cube, energy axis
+        and guide) the result depends on, for the cache key (e.g. the metadata espm reads).
     """
 
     name: str
@@ -124,6 +137,10 @@ class Method:
     guided: bool = False
     uses_options: tuple[str, ...] = ()
     needs_truth: bool = False
+    needs_case: bool = False
+    maps_only: bool = False
+    extra_version: Callable[[], str] | None = None
+    case_key: Callable[[Any], dict[str, Any]] | None = None
 
     def code_version(self) -> str:
         """The hash of the code behind this method's results.
@@ -133,8 +150,9 @@ class Method:
         run goes on, and the key must describe the code that was loaded, not the edits.
         """
         if self not in _CODE_VERSIONS:
+            extra = self.extra_version() if self.extra_version is not None else ""
             _CODE_VERSIONS[self] = code_version(
-                (self.run, *self.sources), self.packages, self.whole_package
+                (self.run, *self.sources), self.packages, self.whole_package, extra
             )
         return _CODE_VERSIONS[self]
 
@@ -193,9 +211,30 @@ METHODS: dict[str, Method] = {
             guided=True,
             uses_options=("steps",),
         ),
+        # espm: physics-guided NMF in its own environment (harness.external, the rule in
+        # benchmarks/external/espm_runner.py); G @ W @ H as the denoised cube
+        Method(
+            "espm",
+            external.run_espm,
+            (external,),
+            cached=True,
+            needs_case=True,
+            extra_version=external.espm_version,
+            case_key=external.espm_case_key,
+        ),
+        # fused: element maps fused with the HAADF (multimodal-fusion defaults), maps only
+        Method(
+            "fused",
+            external.run_fused,
+            (external,),
+            (*_BASE_PACKAGES, "multimodal-fusion"),
+            guided=True,
+            needs_case=True,
+            maps_only=True,
+        ),
     )
 }
-#: Methods counted as classical baselines in the n2s comparison.
-BASELINES = ("gaussian1", "gaussian2", "pca", "pca_gaussian", "bm3d", "bm4d")
-#: Baselines of the guided comparison (``n2s_guided`` against these).
-GUIDED_BASELINES = (*BASELINES, "guided_filter")
+#: Methods counted as baselines in the n2s comparison (classical ones and espm).
+BASELINES = ("gaussian1", "gaussian2", "pca", "pca_gaussian", "bm3d", "bm4d", "espm")
+#: Baselines of the guided comparison (``n2s_guided`` against these; ``fused`` has maps only).
+GUIDED_BASELINES = (*BASELINES, "guided_filter", "fused")

@@ -22,7 +22,7 @@ from .cache import cache_file, cache_key, cache_load, cache_save
 from .carry import Carried
 from .cases import Case, CaseSkipped, build_case
 from .methods import METHODS, Method
-from .scores import full_cube, score
+from .scores import full_cube, score, score_maps
 
 __all__ = ["FIGURE_MAPS", "BenchResult", "say", "figure_windows", "denoise", "run_bench"]
 
@@ -87,7 +87,9 @@ def denoise(
 ) -> tuple[np.ndarray, float, bool]:
     """The denoised window channels, the seconds it took and whether it came from the cache.
 
-    With ``cache_only``, a row that is not in the cache raises :class:`CaseSkipped`.
+    For a maps-only method (``method.maps_only``) the first item is its element maps
+    ``(n_maps, Y, X)`` of the case's windows instead. With ``cache_only``, a row that is not in
+    the cache raises :class:`CaseSkipped`.
     """
     key = path = None
     if method.cached and cache_dir is not None:
@@ -102,10 +104,18 @@ def denoise(
         if case.truth is None:
             raise CaseSkipped("needs the truth, which only the phantoms have")
         options = {**options, "target": case.truth}
+    if method.needs_case:
+        options = {**options, "case": case}
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = method.run(case.signal, case.guide, seed, options)
+    if method.maps_only:
+        window_cube = np.asarray(out, dtype=np.float32)  # the maps
+        seconds = time.perf_counter() - t0
+        if key is not None and path is not None:
+            cache_save(path, key, window_cube, seconds)
+        return window_cube, seconds, False
     data = out.data
     if hasattr(data, "compute"):
         data = data.compute()
@@ -125,9 +135,12 @@ def _why_not(case: Case, method: Method) -> str:
 
 
 def _say_row(row: dict[str, Any], seconds: float, note: str = "") -> None:
+    def db(value: float) -> str:  # a maps-only row has no cube gain
+        return f"{value:6.2f}" if np.isfinite(value) else f"{'–':>6}"
+
     say(
-        f"  {row['method']:<13} cube {row['cube_gain_db']:6.2f} dB  maps "
-        f"{row['maps_gain_db']:6.2f} dB  {seconds:7.1f} s" + (f"  ({note})" if note else "")
+        f"  {row['method']:<13} cube {db(row['cube_gain_db'])} dB  maps "
+        f"{db(row['maps_gain_db'])} dB  {seconds:7.1f} s" + (f"  ({note})" if note else "")
     )
 
 
@@ -199,6 +212,8 @@ def run_bench(
                 row = carried.row(name, mname)
                 if row is None:
                     reason = f"not in {carried.source} (--carry)"
+                    if carried.cases is not None and name not in carried.cases:
+                        reason = "not carried for this case (--carry-cases): not computed"
                     result.skipped.append((name, mname, reason))
                     say(f"  {mname:<13} skipped: {reason}")
                     continue
@@ -222,14 +237,18 @@ def run_bench(
                 result.skipped.append((name, mname, reason))
                 say(f"  {mname:<13} FAILED: {reason}")
                 continue
-            scores, quant = score(case, window_cube)
+            if method.maps_only:  # window_cube holds the maps of case.windows
+                scores, quant = score_maps(case, window_cube)
+                fig_maps = window_cube[[case.windows.index(w) for w in fig_windows]]
+            else:
+                scores, quant = score(case, window_cube)
+                fig_maps = element_maps(full_cube(case, window_cube), fig_windows)
             row = {"case": name, "method": mname, **scores}
             row["seconds"] = 0.0 if mname == "raw" else seconds
             row["cached"] = cached
             result.rows.append(row)
             result.quant.extend({"case": name, "method": mname, **q} for q in quant)
-            full = full_cube(case, window_cube)
-            result.maps[name]["methods"][mname] = element_maps(full, fig_windows)
+            result.maps[name]["methods"][mname] = fig_maps
             _say_row(row, seconds, "cached" if cached else "")
         result.seconds[name] = time.perf_counter() - t_case
         say(f"case {name} done in {result.seconds[name]:.1f} s")

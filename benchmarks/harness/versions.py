@@ -98,7 +98,10 @@ def package_source_hash(exclude: Sequence[str] = ("cli.py",)) -> str:
 
 
 def code_version(
-    objects: Sequence[Any], packages: Sequence[str] = (), whole_package: bool = False
+    objects: Sequence[Any],
+    packages: Sequence[str] = (),
+    whole_package: bool = False,
+    extra: str = "",
 ) -> str:
     """A short hash of the code behind a result (see :func:`code_sources`).
 
@@ -111,6 +114,9 @@ def code_version(
     whole_package : bool
         Also hash every source file of ``n2s_eds`` except ``cli.py`` (for the networks,
         which use most of the package).
+    extra : str
+        Anything else the result depends on (e.g. an external script's hash and the package
+        versions of its own environment).
 
     Returns
     -------
@@ -122,5 +128,7 @@ def code_version(
         "packages": package_versions(packages),
         "package": package_source_hash() if whole_package else "",
     }
+    if extra:  # only when given, so that the versions of the other methods stay as they were
+        payload["extra"] = extra
     text = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
