@@ -434,6 +434,33 @@ def _maps_and_features(
     return maps, feats, np.asarray(parts[-1]), np.asarray(parts[-2])
 
 
+def _refine(
+    raw: Any,
+    n_channels: int,
+    windows: Sequence[Any],
+    peaks: Sequence[Any],
+    guide: np.ndarray | None,
+    channels: slice,
+) -> tuple[MapRefinement, Any]:
+    """Refine the raw maps of ``raw`` and return the refinement with the function
+    ``rescale(cube, maps) -> cube`` that makes a (part of a) denoised cube agree with the
+    maps (:func:`apply_maps`, in place) while each pixel keeps its counts in ``channels``."""
+    maps, feats, profile, totals = _maps_and_features(raw, windows, peaks, channels)
+    result = refine_maps(
+        maps, guide, names=[w.name for w in windows], feature_maps=feats, totals=totals
+    )
+    slices = [w.slice for w in windows]
+    inside = _window_mask(n_channels, slices)
+    outside = ~inside & _window_mask(n_channels, [channels])
+
+    def rescale(cube: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        kept = cube[..., channels].sum(axis=-1, dtype=np.float64)
+        apply_maps(cube, slices, targets, profile=profile)
+        return _keep_pixel_totals(cube, kept, inside, outside)
+
+    return result, rescale
+
+
 def refine_cube(
     raw: np.ndarray,
     den: np.ndarray,
@@ -465,17 +492,8 @@ def refine_cube(
         The refined maps and their risk estimates; ``den``'s window sums now equal
         :attr:`MapRefinement.maps` and every pixel keeps its counts in ``channels``.
     """
-    maps, feats, profile, totals = _maps_and_features(raw, windows, peaks, channels)
-    result = refine_maps(
-        maps, guide, names=[w.name for w in windows], feature_maps=feats, totals=totals
-    )
-    n = den.shape[-1]
-    slices = [w.slice for w in windows]
-    inside = _window_mask(n, slices)
-    outside = ~inside & _window_mask(n, [channels])
-    totals = den[..., channels].sum(axis=-1, dtype=np.float64)
-    apply_maps(den, slices, result.maps, profile=profile)
-    _keep_pixel_totals(den, totals, inside, outside)
+    result, rescale = _refine(raw, den.shape[-1], windows, peaks, guide, channels)
+    rescale(den, result.maps)
     return result
 
 
@@ -496,22 +514,11 @@ def refine_lazy(
     -------
     (dask.array.Array, MapRefinement)
     """
-    maps, feats, profile, totals = _maps_and_features(raw, windows, peaks, channels)
-    result = refine_maps(
-        maps, guide, names=[w.name for w in windows], feature_maps=feats, totals=totals
-    )
-    n = den.shape[-1]
-    slices = [w.slice for w in windows]
-    inside = _window_mask(n, slices)
-    outside = ~inside & _window_mask(n, [channels])
-    target = result.maps
+    result, rescale = _refine(raw, den.shape[-1], windows, peaks, guide, channels)
 
     def block(b: np.ndarray, block_info: dict | None = None) -> np.ndarray:
         (y0, y1), (x0, x1), _ = block_info[0]["array-location"]
-        b = np.array(b, copy=True)
-        totals = b[..., channels].sum(axis=-1, dtype=np.float64)
-        apply_maps(b, slices, target[:, y0:y1, x0:x1], profile=profile)
-        return _keep_pixel_totals(b, totals, inside, outside)
+        return rescale(np.array(b, copy=True), result.maps[:, y0:y1, x0:x1])
 
     whole = den.rechunk({2: -1}) if len(den.chunks[2]) > 1 else den
     out = whole.map_blocks(block, dtype=den.dtype)

@@ -182,9 +182,10 @@ def element_windows(
                 "with signal.add_lines() or use source='peaks'."
             )
     if not centres:
-        data = np.asarray(signal.data)
+        data = signal.data  # numpy or dask: only the sum spectrum is computed
         nav = tuple(range(data.ndim - 1))
         spectrum = data[..., window.slice].sum(axis=nav, dtype=np.float64)
+        spectrum = np.asarray(spectrum.compute() if hasattr(spectrum, "compute") else spectrum)
         peaks = _strongest_peaks(spectrum, energies[window.slice], fwhm_mn, n_peaks)
         if not peaks:
             raise InvalidInputError("no peak found in the sum spectrum inside the window.")
