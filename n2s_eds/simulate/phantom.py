@@ -39,8 +39,8 @@ from exspy.signals import EDSSEMSpectrum, EDSTEMSpectrum
 from hyperspy.signals import Signal2D
 from scipy.special import erf
 
-from .exceptions import InvalidInputError
-from .preprocess import DEFAULT_LOW_KEV, detector_fwhm_kev
+from ..exceptions import InvalidInputError
+from ..preprocess import DEFAULT_LOW_KEV, detector_fwhm_kev
 
 __all__ = [
     "PHANTOM_ELEMENTS",

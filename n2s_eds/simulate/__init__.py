@@ -1,0 +1,17 @@
+"""Simulated EDS acquisitions with exact truth.
+
+:mod:`~n2s_eds.simulate.phantom` builds the fixed phantoms of the tests, the benchmark and
+the demo (:func:`phantom`, :func:`phantom_maps`); :mod:`~n2s_eds.simulate.corpus` draws an
+endless stream of varied acquisitions for pretraining (:func:`draw_acquisition`), from which
+the phantoms' element sets, layouts and seeds are held out.
+"""
+
+from .phantom import PHANTOM_ELEMENTS, PHANTOM_LAYOUTS, Phantom, phantom, phantom_maps
+
+__all__ = [
+    "PHANTOM_ELEMENTS",
+    "PHANTOM_LAYOUTS",
+    "Phantom",
+    "phantom",
+    "phantom_maps",
+]
