@@ -34,6 +34,7 @@ from .postprocess import provenance, summed_spectrum
 from .preprocess import (
     EnergyBinning,
     EnergyWindow,
+    bin_energies,
     bin_energy,
     central_region,
     channel_width_ev,
@@ -45,6 +46,7 @@ from .preprocess import (
     processing_window,
     signal_to_cube,
 )
+from .pretrained import load_pretrained, pretrained_description, use_pretrained
 from .serialization import (
     load_weights,
     model_description,
@@ -64,7 +66,7 @@ __all__ = ["denoise", "Denoiser"]
 FLAT_OPTIONS = (
     *("steps", "patch_size", "energy_patch", "batch_size"),
     *("mask_rate", "mask_mode", "replacement", "loss", "window_loss", "window_channels"),
-    *("lr", "holdout", "val_every", "patience"),
+    *("lr", "holdout", "val_every", "patience", "pretrained"),
     *("low_kev", "high_kev", "bin_ev", "clip_negative", "refine_maps"),
 )
 #: Options of a loaded model that may change at run time (they do not change the network).
@@ -95,6 +97,10 @@ class Denoiser:
         ``holdout > 0`` a fraction of the pixels is never a training target;
         the weights that predict them best are kept and training stops when
         their error no longer falls.
+    pretrained
+        Start from the shipped network pretrained on simulated acquisitions and
+        fine-tune it (``None``: when ``model`` has one, i.e. ``"autoencoder3d"``);
+        its options and energy bins are then those of the shipped network.
     mask_rate, mask_mode, replacement, loss, window_loss, window_channels
         Noise2Self masking and loss: see :class:`~n2s_eds.options.MaskingOptions`.
     low_kev, high_kev, bin_ev, clip_negative, refine_maps
@@ -137,6 +143,7 @@ class Denoiser:
         holdout: float = TrainingOptions.holdout,
         val_every: int = TrainingOptions.val_every,
         patience: int = TrainingOptions.patience,
+        pretrained: bool | None = TrainingOptions.pretrained,
         low_kev: float = ProcessingOptions.low_kev,
         high_kev: float | None = ProcessingOptions.high_kev,
         bin_ev: float | None = ProcessingOptions.bin_ev,
@@ -152,6 +159,13 @@ class Denoiser:
         self.model_options = typed_model_options(model, model_options)
         self.model = model
         given = {k: v for k, v in locals().items() if k != "self"}
+        asked = {} if model_options is None else self.model_options.to_dict()
+        if pretrained is not False and use_pretrained(model, pretrained, asked, bin_ev):
+            desc = pretrained_description(model)
+            self.model_options = typed_model_options(model, desc["model_options"])
+            given.update(pretrained=True, bin_ev=desc["options"].get("bin_ev"))
+        else:
+            given["pretrained"] = False
         if energy_patch == "auto":
             given["energy_patch"] = None if model == "prior_mixture" else 128
         if mask_mode == "auto":
@@ -189,6 +203,8 @@ class Denoiser:
         )
 
     def _new_net(self, guided: bool) -> torch.nn.Module:
+        if self.training.pretrained:
+            return load_pretrained(self.model, guided)
         return build_model(self.model, guide=guided, **self.model_options.to_dict())
 
     def _new_module(self, guided: bool) -> N2SModule:
@@ -254,6 +270,7 @@ class Denoiser:
             guide_t,
             channel_ev=self._net_channel_ev(signal, binning),
             init=True,
+            energy_kev=torch.from_numpy(bin_energies(signal, prepared.window, binning)),
         )
         run = train_on_cube(
             module,
@@ -288,11 +305,16 @@ class Denoiser:
     def _energy_tile(self) -> int | None:
         return None if self.model == "prior_mixture" else 256
 
-    def _adapt(self, counts: np.ndarray, guide: np.ndarray | None, channel_ev: float) -> None:
+    def _adapt(self, counts: np.ndarray, guide: np.ndarray | None, signal: Any,
+               window: EnergyWindow, binning: EnergyBinning) -> None:  # fmt: skip
         """Set the network's per-cube data and fit its energy blend (if it has one)."""
         net = self._require_fitted()
         guide_t = None if guide is None else torch.from_numpy(np.ascontiguousarray(guide))
-        net.adapt(torch.from_numpy(counts), guide_t, channel_ev=channel_ev)
+        extra = {}
+        if getattr(net, "conditioned", False):
+            extra["energy_kev"] = torch.from_numpy(bin_energies(signal, window, binning))
+        channel_ev = self._net_channel_ev(signal, binning)
+        net.adapt(torch.from_numpy(counts), guide_t, channel_ev=channel_ev, **extra)
         if hasattr(net, "fit_blend"):
             net.fit_blend()  # once, before any tile is predicted
 
@@ -330,7 +352,7 @@ class Denoiser:
         t0 = time.perf_counter()
         binning = self._binning(signal, prepared.window)
         counts = bin_energy(prepared.cube, binning)
-        self._adapt(counts, guide, self._net_channel_ev(signal, binning))
+        self._adapt(counts, guide, signal, prepared.window, binning)
         out = denoise_window(
             net,
             counts,
@@ -366,7 +388,9 @@ class Denoiser:
         self._adapt(
             bin_energy(region, binning),
             None if gnorm is None else gnorm[ys, xs],
-            self._net_channel_ev(signal, binning),
+            signal,
+            window,
+            binning,
         )
         profile = summed_spectrum(region, 0)
         del region
@@ -418,51 +442,37 @@ class Denoiser:
         )
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save the trained model: plain weights plus a JSON description, one file.
-
-        Loads with ``torch.load(weights_only=True)`` (no pickled objects);
-        written to a temporary file and renamed (see :mod:`n2s_eds.serialization`).
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            Target file (conventionally ``.pt``).
-
-        Returns
-        -------
-        pathlib.Path
-        """
+        """Save the trained model to ``path`` (conventionally ``.pt``): plain weights plus
+        a JSON description, one file, read back with ``torch.load(weights_only=True)``;
+        written to a temporary file and renamed (:mod:`n2s_eds.serialization`).
+        Returns the written path."""
         net = self._require_fitted()
         return write_model_file(path, self.describe(), net.state_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike, **overrides: Any) -> Denoiser:
-        """Load a model saved by :meth:`save` (never unpickles arbitrary objects).
+        """Load a model file written by :meth:`save` (never unpickles arbitrary objects).
 
-        Parameters
-        ----------
-        path : str or os.PathLike
-            The model file.
-        **overrides
-            Run-time options to change (``device``, ``tile``, ``progress``, ``strict``).
-
-        Raises
-        ------
-        InvalidInputError
-            When the file is missing, truncated, tampered with, not a model, or
-            written by a newer version (the message names the format).
+        ``overrides`` are run-time options to change (``device``, ``tile``,
+        ``progress``, ``strict``). Raises :class:`InvalidInputError` when the file is
+        missing, truncated, tampered with, not a model, or written by a newer
+        version (the message names the format).
         """
         desc, state = read_model_file(path)
         runtime = {k: overrides.pop(k) for k in RUNTIME_OVERRIDES if k in overrides}
         if overrides:
             raise TypeError(f"unexpected options: {sorted(overrides)}")
+        options = dict(desc["options"])
+        pretrained = options.pop("pretrained", None)  # what it started from: a record only
         den = cls(
             model=desc["model"],
             model_options=desc["model_options"],
             seed=desc.get("seed", 0),
-            **dict(desc["options"]),
+            pretrained=False,
+            **options,
             **runtime,
         )
+        den.training.pretrained = pretrained
         net = den._new_net(bool(desc["guided"]))
         load_weights(net, state, f"the weights in {str(path)!r} do not fit the described network")
         den.net = net.eval()
@@ -508,30 +518,16 @@ class Denoiser:
         device: str = RuntimeOptions.device,
         progress: bool = RuntimeOptions.progress,
     ) -> Denoiser:
-        """A denoiser holding the network of a training checkpoint of ``n2s-eds fit``.
+        """A denoiser holding the network of a training checkpoint of ``n2s-eds fit``
+        (e.g. ``runs/.../checkpoints/last.ckpt``).
 
-        The network is described by the ``config.yaml`` that LightningCLI saved
-        for the run (found beside the ``checkpoints`` folder unless given); only
-        networks of :mod:`n2s_eds.models` are built from it, and the checkpoint
-        is read with ``weights_only=True`` (see
-        :func:`n2s_eds.serialization.read_checkpoint`).
-
-        Parameters
-        ----------
-        checkpoint : str or os.PathLike
-            A ``.ckpt`` written by ``n2s-eds fit`` (e.g. ``runs/.../checkpoints/last.ckpt``).
-        config : str or os.PathLike, optional
-            The run's ``config.yaml`` when it is not in the checkpoint's run folder.
-        device : str
-            ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        progress : bool
-            Progress bar during denoising (on a terminal or in a notebook).
-
-        Raises
-        ------
-        InvalidInputError
-            When the checkpoint or its config is missing or unreadable, or the
-            weights do not fit the configured network.
+        The network is described by the run's ``config.yaml`` (beside the
+        ``checkpoints`` folder unless ``config`` names it); only networks of
+        :mod:`n2s_eds.models` are built, and the checkpoint is read with
+        ``weights_only=True`` (:func:`n2s_eds.serialization.read_checkpoint`).
+        ``device`` and ``progress`` are run-time options. Raises
+        :class:`InvalidInputError` when the checkpoint or its config is missing or
+        unreadable, or the weights do not fit the configured network.
         """
         ck = read_checkpoint(checkpoint, config)
         den = cls.from_module(

@@ -109,6 +109,9 @@ def predict_cube(
             g = torch.from_numpy(np.ascontiguousarray(guide[lo[1] : hi[1], lo[2] : hi[2]]))
             g = g.to(device, torch.float32)[None, None, None].expand(1, 1, block.shape[2], -1, -1)
             block = torch.cat([block, g], dim=1)
+        if getattr(net, "conditioned", False):  # the energies of the adapted cube's channels
+            en = net.energy_kev[lo[0] : hi[0]].to(device, torch.float32)
+            block = torch.cat([block, en[None, None, :, None, None].expand_as(block[:, :1])], 1)
         pred = net(block)[0, 0].float().cpu().numpy()
         out[e0:e1, y0:y1, x0:x1] = pred[
             e0 - lo[0] : e1 - lo[0], y0 - lo[1] : y1 - lo[1], x0 - lo[2] : x1 - lo[2]

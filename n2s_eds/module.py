@@ -121,10 +121,13 @@ class N2SModule(L.LightningModule):
         guide: Tensor | None = None,
         channel_ev: float | None = None,
         init: bool = False,
+        energy_kev: Tensor | None = None,
     ) -> None:
         """Set the network's per-cube data from a (E, Y, X) count cube.
 
-        ``channel_ev`` is the width of one channel of ``cube`` in eV, when known.
+        ``channel_ev`` is the width of one channel of ``cube`` in eV, when known;
+        ``energy_kev`` (E,) the energy of each of its channels (a conditioned
+        network needs it, see :class:`~n2s_eds.models.ConvAutoencoder3D`).
         With ``init=True`` (before training from scratch), a network that has an
         ``init_weights(cube, guide)`` method also sets its starting weights from the
         cube (see :meth:`n2s_eds.models.PriorMixture.init_weights`).
@@ -132,7 +135,8 @@ class N2SModule(L.LightningModule):
         cube = cube.to(self.device)
         guide = None if guide is None else guide.to(self.device)
         if hasattr(self.net, "adapt"):
-            self.net.adapt(cube, guide, channel_ev=channel_ev)
+            extra = {} if energy_kev is None else {"energy_kev": energy_kev}
+            self.net.adapt(cube, guide, channel_ev=channel_ev, **extra)
         if init and hasattr(self.net, "init_weights"):
             self.net.init_weights(
                 cube,
@@ -142,13 +146,29 @@ class N2SModule(L.LightningModule):
             )
         self._adapted = True
 
-    def _inputs(self, counts: Tensor, guide: Tensor | None) -> Tensor:
-        if not getattr(self.net, "guide", False):
-            return counts
-        if guide is None:
-            raise ValueError("this network expects a guide image but the batch has none")
-        e = counts.shape[2]
-        return torch.cat([counts, guide[:, :, None].expand(-1, -1, e, -1, -1)], dim=1)
+    def _inputs(self, counts: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The network's input: counts, the guide broadcast along energy when the network
+        takes one, and the channel energies when it is conditioned: the batch's
+        ``"energy"`` (B, E), or the patch's channels (``"e0"``, its first channel) of
+        the energies the network was adapted to."""
+        parts = [counts]
+        b, _, e, y, x = counts.shape
+        if getattr(self.net, "guide", False):
+            guide = batch.get("guide")
+            if guide is None:
+                raise ValueError("this network expects a guide image but the batch has none")
+            parts.append(guide[:, :, None].expand(-1, -1, e, -1, -1).to(counts.dtype))
+        if getattr(self.net, "conditioned", False):
+            energy = batch.get("energy")
+            if energy is None:
+                table = self.net.energy_kev
+                if table.numel() == 0:
+                    raise ValueError("this network needs the channel energies: adapt it first")
+                e0 = batch.get("e0", torch.zeros(b, dtype=torch.long, device=counts.device))
+                idx = e0.to(torch.long).reshape(-1, 1) + torch.arange(e, device=counts.device)
+                energy = table.to(counts.device)[idx.clamp_max(table.numel() - 1)]
+            parts.append(energy.to(counts.dtype)[:, None, :, None, None].expand(b, 1, e, y, x))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else counts
 
     def masked_loss(self, batch: dict[str, Tensor], generator=None) -> Tensor:
         """Hide voxels, predict them, and return the loss on the hidden ones.
@@ -183,10 +203,12 @@ class N2SModule(L.LightningModule):
         """Estimates of the hidden voxels and their reference, both 1-D (``mask`` order)."""
         counts = batch["counts"]
         reference = batch.get("target", counts)
-        inputs = self._inputs(masked, batch.get("guide"))
+        inputs = self._inputs(masked, batch)
         if getattr(self.net, "supports_masked_forward", False):
-            original = self._inputs(counts, batch.get("guide"))
+            original = self._inputs(counts, batch)
             pred = self.net(original, mask, masked=inputs)
+        elif "scale" in batch:  # patches of several cubes: each its own count scale
+            pred = self.net(inputs, scale=batch["scale"])[mask]
         else:
             pred = self.net(inputs)[mask]
         return pred, reference[mask]
@@ -216,7 +238,7 @@ class N2SModule(L.LightningModule):
         return window_sums(rows, w).pow(2).mean(dim=1) / w
 
     def forward(self, counts: Tensor, guide: Tensor | None = None) -> Tensor:
-        return self.net(self._inputs(counts, guide))
+        return self.net(self._inputs(counts, {} if guide is None else {"guide": guide}))
 
     def training_generator(
         self, device: torch.device | str, micro_batch: int = 0

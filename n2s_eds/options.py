@@ -120,6 +120,11 @@ class TrainingOptions(_Options):
         Steps between held-out scores. Default 25.
     patience : int
         Scores without a lower held-out error before training stops. Default 4.
+    pretrained : bool or None
+        Start from the network shipped with the package, pretrained on simulated
+        acquisitions (:mod:`n2s_eds.pretrained`), and fine-tune it on the scan;
+        ``False`` starts from random weights; ``None`` (default): pretrained when
+        the model has shipped weights (``autoencoder3d``), else from scratch.
     """
 
     steps: int = 300
@@ -130,6 +135,7 @@ class TrainingOptions(_Options):
     holdout: float = 0.1
     val_every: int = 25
     patience: int = 4
+    pretrained: bool | None = None
 
     def validate(self) -> None:
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 0:
@@ -142,6 +148,10 @@ class TrainingOptions(_Options):
             raise InvalidInputError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.holdout < 1:
             raise InvalidInputError(f"holdout must lie in [0, 1), got {self.holdout}")
+        if self.pretrained not in (None, True, False):
+            raise InvalidInputError(
+                f"pretrained must be True, False or None, got {self.pretrained!r}"
+            )
         if int(self.val_every) < 1 or int(self.patience) < 1:
             raise InvalidInputError(
                 f"val_every and patience must be >= 1, got {self.val_every}, {self.patience}"

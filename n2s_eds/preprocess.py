@@ -357,6 +357,19 @@ def check_energy_length(cube: np.ndarray, n: int, what: str) -> None:
         raise ValueError(f"{what} must be a (E, Y, X) cube with E = {n}, got shape {cube.shape}")
 
 
+def bin_energies(signal: Any, window: EnergyWindow, binning: EnergyBinning) -> np.ndarray:
+    """Mean energy (keV) of the channels of every bin of a signal's processing window.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (n_bins,), what a conditioned network is told of its input's channels.
+    """
+    energies = energy_axis_kev(signal)[window.slice]
+    sizes = np.diff(np.append(binning.starts, binning.n_channels))
+    return (np.add.reduceat(energies, binning.starts) / sizes).astype(np.float32)
+
+
 def bin_energy(cube: np.ndarray, binning: EnergyBinning) -> np.ndarray:
     """Sum the channels of a (E, Y, X) cube into energy bins.
 

@@ -8,7 +8,8 @@ Files are written to a temporary file and renamed, so a crash leaves no
 half-written model.
 
 Format versions: 1 is the base; 2 adds ``options.bin_ev`` (energy binning in
-eV); 3 adds ``options.refine_maps`` (the element-map stage, :mod:`n2s_eds.refine`).
+eV); 3 adds ``options.refine_maps`` (the element-map stage, :mod:`n2s_eds.refine`); 4 adds
+the conditioned 3D network (``model_options.conditioned``) and ``options.pretrained``.
 A model is written with the lowest version that holds its options, so that older
 readers load what they can: one that neither bins nor refines its maps is format 1.
 A file without ``refine_maps`` denoises as when it was written: without the stage.
@@ -53,7 +54,7 @@ __all__ = [
 
 MODEL_FORMAT = "n2s_eds.model"
 #: Newest model file format this version reads (see the module docstring).
-MODEL_FORMAT_VERSION = 3
+MODEL_FORMAT_VERSION = 4
 #: Hyperparameters of :class:`~n2s_eds.module.N2SModule` that a checkpoint carries over.
 MODULE_HPARAMS = ("mask_rate", "mask_mode", "replacement", "loss", "window_loss", "window_channels")
 
@@ -80,11 +81,13 @@ def model_description(
 
     A model that does not bin energies is written without a ``bin_ev`` entry and one
     without the element-map stage without a ``refine_maps`` entry; the format version is
-    the lowest that holds the rest (1, 2 with ``bin_ev``, 3 with ``refine_maps``), which
-    older readers refuse.
+    the lowest that holds the rest (1, 2 with ``bin_ev``, 3 with ``refine_maps``, 4 with a
+    conditioned network or a ``pretrained`` choice), which older readers refuse.
     """
     version = 3 if options.get("refine_maps") else 1 if options.get("bin_ev") is None else 2
-    dropped = {"bin_ev": None, "refine_maps": False}
+    if model_options.get("conditioned") or options.get("pretrained") is not None:
+        version = 4
+    dropped = {"bin_ev": None, "refine_maps": False, "pretrained": None}
     return {
         "format": MODEL_FORMAT,
         "format_version": version,

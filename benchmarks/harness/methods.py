@@ -89,6 +89,44 @@ def _run_n2s_supervised(signal: Any, guide: Any, seed: int, options: dict[str, A
     return den.fit(signal, target=options["target"]).denoise(signal)
 
 
+def _run_dcae(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    """The design's 3D autoencoder, trained from scratch on the cube by Noise2Self."""
+    from n2s_eds import api
+
+    opts = _n2s_options(options)
+    return api.denoise(
+        signal, seed=seed, progress=False, model="autoencoder3d", pretrained=False, **opts
+    )
+
+
+def _run_dcae_pretrained(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    """The shipped pretrained 3D autoencoder applied as it is (no fine-tuning)."""
+    from n2s_eds import api
+
+    den = api.Denoiser(model="autoencoder3d", pretrained=True, steps=0, seed=seed, progress=False)
+    return den.fit(signal).denoise(signal)
+
+
+def _run_dcae_finetuned(signal: Any, guide: Any, seed: int, options: dict[str, Any]) -> Any:
+    """The shipped pretrained 3D autoencoder fine-tuned on the cube by Noise2Self."""
+    from n2s_eds import api
+
+    opts = _n2s_options(options)
+    return api.denoise(
+        signal, seed=seed, progress=False, model="autoencoder3d", pretrained=True, **opts
+    )
+
+
+def _shipped_weights_version() -> str:
+    """Hash of the shipped pretrained weights (they change the dcae_* results)."""
+    import hashlib
+
+    from n2s_eds.pretrained import shipped_weights
+
+    path = shipped_weights("autoencoder3d")
+    return "none" if path is None else hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Method:
     """A denoiser as the benchmark runs it.
@@ -210,6 +248,32 @@ METHODS: dict[str, Method] = {
             cached=True,
             guided=True,
             uses_options=("steps",),
+        ),
+        # the design's 3D network: from scratch, pretrained only, pretrained + fine-tuned
+        Method(
+            "dcae",
+            _run_dcae,
+            packages=(*_BASE_PACKAGES, "torch", "lightning"),
+            whole_package=True,
+            cached=True,
+            uses_options=("steps",),
+        ),
+        Method(
+            "dcae_pretrained",
+            _run_dcae_pretrained,
+            packages=(*_BASE_PACKAGES, "torch", "lightning"),
+            whole_package=True,
+            cached=True,
+            extra_version=_shipped_weights_version,
+        ),
+        Method(
+            "dcae_finetuned",
+            _run_dcae_finetuned,
+            packages=(*_BASE_PACKAGES, "torch", "lightning"),
+            whole_package=True,
+            cached=True,
+            uses_options=("steps",),
+            extra_version=_shipped_weights_version,
         ),
         # espm: physics-guided NMF in its own environment (harness.external, the rule in
         # benchmarks/external/espm_runner.py); G @ W @ H as the denoised cube

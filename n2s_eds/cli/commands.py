@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..api import Denoiser, denoise
+from ..api import Denoiser
 from ..data import pack_corpus, read_corpus
 from ..exceptions import InvalidInputError
 from ..io import load, load_guide, save
@@ -45,7 +45,11 @@ def run_denoise(ns: argparse.Namespace) -> int:
         )
     if ns.config is not None and ns.checkpoint is None:
         raise InvalidInputError("--config is the run config of a --checkpoint; give both")
+    pretrained = getattr(ns, "pretrained", "auto")
+    if pretrained != "auto" and (ns.model is not None or ns.checkpoint is not None):
+        raise InvalidInputError("--pretrained chooses how a new model starts; not with --model")
     den = None
+    fresh = None
     # read the model first: a bad model file or checkpoint fails before the data is loaded
     if ns.model is not None:
         den = Denoiser.load(ns.model, device=ns.device, progress=not ns.quiet)
@@ -53,6 +57,15 @@ def run_denoise(ns: argparse.Namespace) -> int:
         den = Denoiser.from_checkpoint(
             ns.checkpoint, ns.config, device=ns.device, progress=not ns.quiet
         )
+    else:  # options checked (and shipped weights found) before the data is read
+        options: dict[str, Any] = {"device": ns.device, "seed": ns.seed}
+        if ns.steps is not None:
+            options["steps"] = ns.steps
+        if ns.model_type is not None:
+            options["model"] = ns.model_type
+        if pretrained != "auto":
+            options["pretrained"] = pretrained == "yes"
+        fresh = Denoiser(progress=not ns.quiet, **options)
     acq = load(ns.input)
     guide = None
     if ns.haadf is not None:
@@ -67,12 +80,7 @@ def run_denoise(ns: argparse.Namespace) -> int:
     if den is not None:
         result = den.denoise(acq.eds, guide)
     else:
-        options: dict[str, Any] = {"device": ns.device}
-        if ns.steps is not None:
-            options["steps"] = ns.steps
-        if ns.model_type is not None:
-            options["model"] = ns.model_type
-        result = denoise(acq.eds, guide, seed=ns.seed, progress=not ns.quiet, **options)
+        result = fresh.fit(acq.eds, guide).denoise(acq.eds, guide)
     path = save(result, out, overwrite=ns.overwrite)
     print(f"{PROG}: denoised spectrum image written to {path}", file=sys.stderr)
     return 0

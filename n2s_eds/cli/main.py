@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in TRAINER_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI `{name}` (see `{PROG} {name} --help`)")
+    sub.add_parser(
+        "pretrain",
+        help="pretrain the 3D network on simulated acquisitions (LightningCLI fit; "
+        f"`{PROG} pretrain --config configs/pretrain.yaml`, see `{PROG} pretrain --help`)",
+    )
 
     p = sub.add_parser(
         "denoise",
@@ -77,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("prior_mixture", "autoencoder3d"),
         default=None,
         help="network to train when no --model is given (default: prior_mixture)",
+    )
+    p.add_argument(
+        "--pretrained",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="start from the shipped pretrained network and fine-tune it (yes), train from "
+        "scratch (no), or pretrained when the network has shipped weights (auto: "
+        "autoencoder3d; the default)",
     )
     p.add_argument(
         "--steps",
@@ -181,6 +194,11 @@ def _dispatch(argv: list[str], from_sys: bool) -> int:
     try:
         if argv and argv[0] in TRAINER_COMMANDS:
             cli_main(None if from_sys else argv)
+            return 0
+        if argv and argv[0] == "pretrain":
+            from .pretrain import pretrain_main
+
+            pretrain_main(argv[1:])
             return 0
         parser = build_parser()
         ns = parser.parse_args(argv)

@@ -160,7 +160,10 @@ class PatchDataset(Dataset):
             pe = self.energy_patch
             e0 = int(rng.integers(0, e - pe + 1))
         counts = sample.counts[e0 : e0 + pe, y0 : y0 + py, x0 : x0 + px]
-        item = {"counts": torch.from_numpy(np.ascontiguousarray(counts))[None]}
+        item = {
+            "counts": torch.from_numpy(np.ascontiguousarray(counts))[None],
+            "e0": torch.tensor(e0, dtype=torch.long),  # the patch's first channel
+        }
         if sample.guide is not None:
             guide = sample.guide[y0 : y0 + py, x0 : x0 + px]
             item["guide"] = torch.from_numpy(np.ascontiguousarray(guide))[None]

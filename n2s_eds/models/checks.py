@@ -8,11 +8,12 @@ from torch import Tensor
 __all__ = ["check_input", "pad_to_multiple"]
 
 
-def check_input(x: Tensor, guide: bool) -> None:
-    """Check a (B, C, E, Y, X) network input against whether a guide is expected."""
-    want = 2 if guide else 1
+def check_input(x: Tensor, guide: bool, energy: bool = False) -> None:
+    """Check a (B, C, E, Y, X) network input against whether a guide (and the channel
+    energies, for a conditioned network) are expected."""
+    want = 1 + int(guide) + int(energy)
     if x.ndim != 5 or x.shape[1] != want:
-        what = "counts and guide" if guide else "counts"
+        what = "counts" + (", guide" if guide else "") + (", energy" if energy else "")
         raise ValueError(
             f"expected input shaped (B, {want}, E, Y, X) ({what}), got {tuple(x.shape)}"
         )

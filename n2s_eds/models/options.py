@@ -300,12 +300,18 @@ class Autoencoder3DOptions(OptionsMixin):
         Down-sampling factor of the energy axis (channels) at each level.
     residual_blocks : int
         Residual blocks before the bottleneck.
+    conditioned : bool
+        Whether the input carries the energy of every channel (keV), after the
+        counts and the guide: the network then knows where on the energy axis it
+        is, the channel width and the count level of the cube (the shipped
+        pretrained network is conditioned; see :mod:`n2s_eds.pretrained`).
     """
 
     base_channels: int = 16
     depth: int = 2
     energy_stride: int = 2
     residual_blocks: int = 1
+    conditioned: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

@@ -1,0 +1,182 @@
+"""Pretraining the 3D network on simulated acquisitions (``n2s-eds pretrain``).
+
+:class:`PretrainModule` trains a network on the batches of
+:class:`~n2s_eds.data.SimulatedDataModule`: patches drawn from many simulated
+acquisitions, each with its own count scale, channel energies and exact truth.
+The same Bernoulli masks as Noise2Self hide voxels; the hidden voxels are scored
+against
+
+* ``"supervised"``: the simulator's expected counts (the truth);
+* ``"n2s"``: the counts themselves (Noise2Self, as on a real scan);
+* ``"both"``: the mean of the two losses.
+
+Every loss is computed on counts divided by each sample's count scale, so that
+doses from 1 to 500 counts per pixel weigh alike. Validation always reports the
+supervised error (``val_loss``), so the objectives compare on one scale.
+
+:class:`ExportPretrained` writes the trained network at the end of the run as a
+model file (:mod:`n2s_eds.serialization`, optionally stored as float16) that
+:mod:`n2s_eds.pretrained` loads.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from .module import N2SModule, default_optimizer
+from .options import MaskingOptions
+from .serialization import model_description, model_name, write_model_file
+
+__all__ = ["OBJECTIVES", "PretrainModule", "ExportPretrained"]
+
+#: What the hidden voxels are scored against.
+OBJECTIVES = ("supervised", "n2s", "both")
+
+
+class PretrainModule(N2SModule):
+    """Masked-voxel training of a network on simulated batches.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A conditioned :class:`~n2s_eds.models.ConvAutoencoder3D` (it takes the
+        channel energies and a count scale per sample).
+    objective : {"supervised", "n2s", "both"}
+        What the hidden voxels are scored against (see the module docstring).
+    mask_rate, replacement, loss, optimizer
+        As in :class:`~n2s_eds.module.N2SModule` (voxel masks).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        objective: str = "both",
+        mask_rate: float = MaskingOptions.mask_rate,
+        replacement: str = MaskingOptions.replacement,
+        loss: str = MaskingOptions.loss,
+        optimizer: OptimizerCallable = default_optimizer,
+    ):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        super().__init__(
+            net,
+            mask_rate=mask_rate,
+            mask_mode="voxel",
+            replacement=replacement,
+            loss=loss,
+            optimizer=optimizer,
+        )
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.objective = objective
+
+    def setup(self, stage: str) -> None:  # every batch carries its own cube's data
+        self._adapted = True
+
+    def _scaled_losses(self, batch: dict[str, Tensor], generator=None) -> dict[str, Tensor]:
+        counts = batch["counts"]
+        masked, mask = self.masker(counts, generator=generator)
+        scale = batch["scale"].to(counts.dtype).reshape(-1, 1, 1, 1, 1)
+        pred = self.net(self._inputs(masked, batch), scale=batch["scale"])
+        pred = (pred / scale)[mask]
+        out = {"n2s": self.loss_fn(pred, (counts / scale)[mask], torch.ones_like(pred).bool())}
+        if "target" in batch:
+            truth = (batch["target"] / scale)[mask]
+            out["supervised"] = self.loss_fn(pred, truth, torch.ones_like(pred).bool())
+        return out
+
+    def masked_loss(self, batch: dict[str, Tensor], generator=None) -> Tensor:
+        losses = self._scaled_losses(batch, generator)
+        if self.objective == "n2s":
+            return losses["n2s"]
+        if "supervised" not in losses:
+            raise ValueError(f"objective {self.objective!r} needs the batches' 'target'")
+        if self.objective == "supervised":
+            return losses["supervised"]
+        return 0.5 * (losses["n2s"] + losses["supervised"])
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """The supervised error of the hidden voxels (``val_loss``) with fixed masks,
+        whatever the objective, and the Noise2Self loss (``val_n2s_loss``)."""
+        gen = torch.Generator(device=batch["counts"].device)
+        gen.manual_seed(self.hparams.val_seed + batch_idx)
+        losses = self._scaled_losses(batch, gen)
+        n = batch["counts"].shape[0]
+        self.log("val_loss", losses["supervised"], prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val_n2s_loss", losses["n2s"], batch_size=n, sync_dist=True)
+        return losses["supervised"]
+
+
+class ExportPretrained(L.Callback):
+    """Write the trained network as a model file when training ends.
+
+    Parameters
+    ----------
+    path : str
+        The file to write (e.g. ``n2s_eds/weights/dcae.pt`` to ship it).
+    bin_ev : float
+        The canonical energy bin width the network was trained on (recorded so
+        that :class:`~n2s_eds.Denoiser` bins a scan the same way).
+    half : bool
+        Store the weights as float16 (half the size; they load as float32).
+    """
+
+    def __init__(self, path: str, bin_ev: float = 20.0, half: bool = True):
+        self.path = str(path)
+        self.bin_ev = float(bin_ev)
+        self.half = bool(half)
+        self._t0 = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or getattr(trainer, "interrupted", False):
+            return
+        net = pl_module.net
+        dm = trainer.datamodule
+        record: dict[str, Any] = {
+            "pretraining": {
+                "objective": getattr(pl_module, "objective", None),
+                "steps": int(trainer.global_step),
+                "wall_seconds": round(time.perf_counter() - self._t0, 1),
+                "batch_size": getattr(dm, "hparams", {}).get("batch_size"),
+                "patch_size": getattr(dm, "hparams", {}).get("patch_size"),
+                "energy_patch": getattr(dm, "hparams", {}).get("energy_patch"),
+                "seed": getattr(dm, "hparams", {}).get("seed"),
+                "accelerator": type(trainer.accelerator).__name__,
+                "devices": int(trainer.num_devices),
+                "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                "threads": torch.get_num_threads(),
+                "python": sys.version.split()[0],
+                "torch": torch.__version__,
+            }
+        }
+        module_opts = {k: pl_module.hparams.get(k) for k in ("mask_rate", "replacement", "loss")}
+        options = {**module_opts, "mask_mode": "voxel", "bin_ev": self.bin_ev}
+        desc = model_description(
+            model_name(net),
+            {k: getattr(net, k, None) for k in _NET_OPTIONS},
+            bool(getattr(net, "guide", False)),
+            options,
+            int(getattr(dm, "hparams", {}).get("seed") or 0),
+            record,
+        )
+        desc["format_version"] = 4
+        state = {k: (v.half() if self.half and v.is_floating_point() else v) for k, v in
+                 net.state_dict().items()}  # fmt: skip
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        write_model_file(self.path, desc, state)
+        print(f"n2s-eds: pretrained weights written to {self.path}", file=sys.stderr)
+
+
+#: The constructor options of the 3D network recorded in the weights' description.
+_NET_OPTIONS = ("base_channels", "depth", "energy_stride", "residual_blocks", "conditioned")
