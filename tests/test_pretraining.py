@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from n2s_eds import Denoiser, InvalidInputError, simulate
-from n2s_eds import pretrained
+from n2s_eds import Denoiser, InvalidInputError, pretrained, simulate
 from n2s_eds.cli import main
 from n2s_eds.inference import predict_cube
 from n2s_eds.models import ConvAutoencoder3D
