@@ -27,6 +27,8 @@ corpus_patches
     :class:`CorpusRegion` and :class:`CorpusPatchDataset`: patches read from a corpus.
 corpus_datamodule
     :class:`CorpusDataModule`: training on a corpus.
+simulated
+    :class:`SimulatedDataModule`: pretraining on simulated acquisitions drawn on the fly.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from .patches import (
     PatchDataset,
     PatchKeySampler,
 )
+from .simulated import SimulatedDataModule, SimulatedPatches
 
 __all__ = [
     "CubeSample",
@@ -66,4 +69,6 @@ __all__ = [
     "CorpusRegion",
     "CorpusPatchDataset",
     "CorpusDataModule",
+    "SimulatedDataModule",
+    "SimulatedPatches",
 ]

@@ -42,13 +42,7 @@ from scipy.special import erf
 from ..exceptions import InvalidInputError
 from ..preprocess import DEFAULT_LOW_KEV, detector_fwhm_kev
 
-__all__ = [
-    "PHANTOM_ELEMENTS",
-    "PHANTOM_LAYOUTS",
-    "Phantom",
-    "phantom",
-    "phantom_maps",
-]
+__all__ = ["PHANTOM_ELEMENTS", "PHANTOM_LAYOUTS", "Phantom", "phantom", "phantom_maps"]
 
 #: Elements present in the phantoms of each kind.
 PHANTOM_ELEMENTS: dict[str, tuple[str, ...]] = {
@@ -164,12 +158,19 @@ def _line_intensity(z: int, family: str, family_lines: list[float], beam_kev: fl
 
 
 def _element_spectrum(
-    symbol: str, energies: np.ndarray, scale: float, beam_kev: float, bulk: bool
+    symbol: str,
+    energies: np.ndarray,
+    scale: float,
+    beam_kev: float,
+    bulk: bool,
+    *,
+    resolution_ev: float = _ENERGY_RESOLUTION_EV,
 ) -> tuple[np.ndarray, list[str]]:
     """Characteristic spectrum of one element per unit mass, and its 'a' lines in range.
 
     Lines are kept when their energy lies inside the axis (between the outer
-    channel edges) and below the beam energy. ``bulk`` applies :func:`_bulk_absorption`.
+    channel edges) and below the beam energy. ``bulk`` applies :func:`_bulk_absorption`;
+    ``resolution_ev`` is the detector FWHM at Mn Ka.
     """
     z, atomic_weight, lines = _element(symbol)
     edges = np.append(energies - scale / 2.0, energies[-1] + scale / 2.0)
@@ -187,7 +188,7 @@ def _element_spectrum(
                 continue
             if energy >= beam_kev:
                 continue
-            fwhm = float(detector_fwhm_kev(energy, _ENERGY_RESOLUTION_EV))
+            fwhm = float(detector_fwhm_kev(energy, resolution_ev))
             at = np.array([energy])
             height = gain * weight * float(_detector_efficiency(at)[0])
             if bulk:
