@@ -10,8 +10,13 @@ against
 * ``"n2s"``: the counts themselves (Noise2Self, as on a real scan);
 * ``"both"``: the mean of the two losses.
 
-Every loss is computed on counts divided by each sample's count scale, so that
-doses from 1 to 500 counts per pixel weigh alike. Validation always reports the
+Every loss is a mean squared error of counts divided by each sample's count scale
+``s`` (its mean count per voxel), so that doses from 1 to 500 counts per pixel weigh
+alike. The Noise2Self term's noise floor is about ``1 / s`` per voxel (Poisson
+variance over ``s**2``): thousands at 1 count per pixel, where its gradients would be
+mostly noise. Each sample's Noise2Self term is therefore weighted by ``min(s, 1)``,
+which leaves it an unbiased estimate of that sample's supervised error (plus a
+constant) and makes its noise floor about 1. Validation always reports the
 supervised error (``val_loss``), so the objectives compare on one scale.
 
 :class:`ExportPretrained` writes the trained network at the end of the run as a
@@ -52,8 +57,8 @@ class PretrainModule(N2SModule):
         channel energies and a count scale per sample).
     objective : {"supervised", "n2s", "both"}
         What the hidden voxels are scored against (see the module docstring).
-    mask_rate, replacement, loss, optimizer
-        As in :class:`~n2s_eds.module.N2SModule` (voxel masks).
+    mask_rate, replacement, optimizer, val_seed
+        As in :class:`~n2s_eds.module.N2SModule` (voxel masks, MSE).
     """
 
     def __init__(
@@ -62,8 +67,8 @@ class PretrainModule(N2SModule):
         objective: str = "both",
         mask_rate: float = MaskingOptions.mask_rate,
         replacement: str = MaskingOptions.replacement,
-        loss: str = MaskingOptions.loss,
         optimizer: OptimizerCallable = default_optimizer,
+        val_seed: int = 1234,
     ):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -72,10 +77,11 @@ class PretrainModule(N2SModule):
             mask_rate=mask_rate,
             mask_mode="voxel",
             replacement=replacement,
-            loss=loss,
+            loss="mse",
             optimizer=optimizer,
+            val_seed=val_seed,
         )
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.hparams["objective"] = objective  # beside N2SModule's (checkpoints keep both)
         self.objective = objective
 
     def setup(self, stage: str) -> None:  # every batch carries its own cube's data
@@ -87,10 +93,10 @@ class PretrainModule(N2SModule):
         scale = batch["scale"].to(counts.dtype).reshape(-1, 1, 1, 1, 1)
         pred = self.net(self._inputs(masked, batch), scale=batch["scale"])
         pred = (pred / scale)[mask]
-        out = {"n2s": self.loss_fn(pred, (counts / scale)[mask], torch.ones_like(pred).bool())}
+        weight = scale.clamp_max(1.0).expand_as(counts)[mask]
+        out = {"n2s": (weight * (pred - (counts / scale)[mask]) ** 2).mean()}
         if "target" in batch:
-            truth = (batch["target"] / scale)[mask]
-            out["supervised"] = self.loss_fn(pred, truth, torch.ones_like(pred).bool())
+            out["supervised"] = ((pred - (batch["target"] / scale)[mask]) ** 2).mean()
         return out
 
     def masked_loss(self, batch: dict[str, Tensor], generator=None) -> Tensor:
@@ -160,7 +166,7 @@ class ExportPretrained(L.Callback):
                 "torch": torch.__version__,
             }
         }
-        module_opts = {k: pl_module.hparams.get(k) for k in ("mask_rate", "replacement", "loss")}
+        module_opts = {k: pl_module.hparams.get(k) for k in ("mask_rate", "replacement")}
         options = {**module_opts, "mask_mode": "voxel", "bin_ev": self.bin_ev}
         desc = model_description(
             model_name(net),
