@@ -135,7 +135,8 @@ class N2SModule(L.LightningModule):
         cube = cube.to(self.device)
         guide = None if guide is None else guide.to(self.device)
         if hasattr(self.net, "adapt"):
-            extra = {} if energy_kev is None else {"energy_kev": energy_kev}
+            conditioned = energy_kev is not None and getattr(self.net, "conditioned", False)
+            extra = {"energy_kev": energy_kev} if conditioned else {}
             self.net.adapt(cube, guide, channel_ev=channel_ev, **extra)
         if init and hasattr(self.net, "init_weights"):
             self.net.init_weights(
