@@ -9,7 +9,8 @@ half-written model.
 
 Format versions: 1 is the base; 2 adds ``options.bin_ev`` (energy binning in
 eV); 3 adds ``options.refine_maps`` (the element-map stage, :mod:`n2s_eds.refine`); 4 adds
-the conditioned 3D network (``model_options.conditioned``) and ``options.pretrained``.
+the conditioned 3D network (``model_options.conditioned``) and ``options.pretrained``
+(written only when true: the network started from the shipped weights).
 A model is written with the lowest version that holds its options, so that older
 readers load what they can: one that neither bins nor refines its maps is format 1.
 A file without ``refine_maps`` denoises as when it was written: without the stage.
@@ -82,12 +83,12 @@ def model_description(
     A model that does not bin energies is written without a ``bin_ev`` entry and one
     without the element-map stage without a ``refine_maps`` entry; the format version is
     the lowest that holds the rest (1, 2 with ``bin_ev``, 3 with ``refine_maps``, 4 with a
-    conditioned network or a ``pretrained`` choice), which older readers refuse.
+    conditioned network or ``pretrained=True``), which older readers refuse.
     """
     version = 3 if options.get("refine_maps") else 1 if options.get("bin_ev") is None else 2
-    if model_options.get("conditioned") or options.get("pretrained") is not None:
+    if model_options.get("conditioned") or options.get("pretrained"):
         version = 4
-    dropped = {"bin_ev": None, "refine_maps": False, "pretrained": None}
+    dropped = {"bin_ev": (None,), "refine_maps": (False,), "pretrained": (None, False)}
     return {
         "format": MODEL_FORMAT,
         "format_version": version,
@@ -95,7 +96,7 @@ def model_description(
         "model": model,
         "model_options": model_options,
         "guided": bool(guided),
-        "options": {k: v for k, v in options.items() if k not in dropped or v not in (dropped[k],)},
+        "options": {k: v for k, v in options.items() if k not in dropped or v not in dropped[k]},
         "seed": seed,
         "training": {k: v for k, v in history.items() if k != "loss_curve"},
     }
