@@ -13,7 +13,9 @@ from n2s_eds import Denoiser
 from n2s_eds.cli import cli_main, main
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+#: The presets of `n2s-eds pretrain` (simulated data, no file).
+PRETRAIN_CONFIGS = sorted((REPO / "configs").glob("pretrain*.yaml"))
+CONFIGS = sorted(set((REPO / "configs").glob("*.yaml")) - set(PRETRAIN_CONFIGS))
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +318,24 @@ def test_configs_parse_and_point_to_existing_data(config, monkeypatch):
     )
     assert cli.model.net is not None
     assert any(type(c).__name__ == "ModelCheckpoint" for c in cli.trainer.callbacks)
+    assert type(cli.trainer.logger).__name__ == "CSVLogger"
+
+
+@pytest.mark.parametrize("config", PRETRAIN_CONFIGS, ids=[c.stem for c in PRETRAIN_CONFIGS])
+def test_pretrain_configs_parse_and_export_the_weights(config, monkeypatch):
+    """Every pretraining preset builds a conditioned guided network, the simulated data and
+    a callback that writes the weights."""
+    from n2s_eds.cli.pretrain import pretrain_main
+    from n2s_eds.data import SimulatedDataModule
+
+    monkeypatch.chdir(REPO)
+    cli = pretrain_main(
+        ["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.precision", "32"],
+        run=False,
+    )
+    assert cli.model.net.conditioned and cli.model.net.guide
+    assert isinstance(cli.datamodule, SimulatedDataModule)
+    assert any(type(c).__name__ == "ExportPretrained" for c in cli.trainer.callbacks)
     assert type(cli.trainer.logger).__name__ == "CSVLogger"
 
 
