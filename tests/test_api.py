@@ -158,9 +158,11 @@ def test_bad_options():
 
 
 def test_autoencoder3d_option_runs(small_phantom):
+    """The 3D network trained from scratch, with options of its own (pretrained=False)."""
     out = n2s_eds.denoise(
         small_phantom.noisy,
         model="autoencoder3d",
+        pretrained=False,
         model_options={"base_channels": 4, "depth": 1},
         energy_patch=32,
         **FAST,

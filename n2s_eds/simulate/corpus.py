@@ -31,21 +31,17 @@ from ..preprocess import (
     energy_binning,
     normalise_guide,
 )
-from .phantom import (
-    _BREMS_GAIN,
-    _SUPERSAMPLE,
-    _ZERO_PEAK_FRACTION,
-    PHANTOM_ELEMENTS,
-    _bremsstrahlung,
-    _channel_gaussian,
-    _disc_maps,
-    _element,
-    _element_spectrum,
-    _mass_fractions,
-    _Phase,
-    _pixel_grid,
-    _place_discs,
-    _voronoi_fractions,
+from .geometry import SUPERSAMPLE, disc_maps, pixel_grid, place_discs, voronoi_fractions
+from .phantom import PHANTOM_ELEMENTS
+from .physics import (
+    BREMS_GAIN,
+    ZERO_PEAK_FRACTION,
+    Phase,
+    bremsstrahlung_spectrum,
+    channel_gaussian,
+    element_data,
+    element_spectrum,
+    mass_fractions,
 )
 
 __all__ = [
@@ -78,8 +74,8 @@ _Z_RANGE = (5, 83)
 _SUPPORT_PROBABILITY = 0.7
 #: Support films: (phase, thickness range in nm).
 _SUPPORTS = (
-    (_Phase("amorphous carbon", 2.0, {"C": 1.0}), (3.0, 20.0)),
-    (_Phase("silicon nitride", 3.1, {"Si": 3.0, "N": 4.0}), (5.0, 50.0)),
+    (Phase("amorphous carbon", 2.0, {"C": 1.0}), (3.0, 20.0)),
+    (Phase("silicon nitride", 3.1, {"Si": 3.0, "N": 4.0}), (5.0, 50.0)),
 )
 _THICKNESS_NM = (5.0, 60.0)
 _DENSITY = (1.0, 20.0)
@@ -276,12 +272,12 @@ def eligible_elements(beam_kev: float, low_kev: float, high_kev: float) -> tuple
         if symbol in _EXCLUDED:
             continue
         try:
-            z = _element(symbol)[0]
+            z = element_data(symbol)[0]
         except (KeyError, AttributeError):
             continue
         if not _Z_RANGE[0] <= z <= _Z_RANGE[1]:
             continue
-        spectrum, _ = _element_spectrum(symbol, centre, width, float(beam_kev), False)
+        spectrum, _ = element_spectrum(symbol, centre, width, float(beam_kev), False)
         if spectrum[0] > 0:
             found.append((z, symbol))
     return tuple(s for _, s in sorted(found))
@@ -331,7 +327,7 @@ def draw_elements(
     raise InvalidInputError(f"every set of {n} elements of {pool} is held out.")
 
 
-def _draw_phases(rng: np.random.Generator, elements: tuple[str, ...], n: int) -> list[_Phase]:
+def _draw_phases(rng: np.random.Generator, elements: tuple[str, ...], n: int) -> list[Phase]:
     """``n`` random phases over subsets of ``elements``; each element is in one at least."""
     members = [set() for _ in range(n)]
     for el in elements:
@@ -348,20 +344,20 @@ def _draw_phases(rng: np.random.Generator, elements: tuple[str, ...], n: int) ->
         formula = {el: float(c) for el, c in zip(ordered, n_atoms, strict=True)}
         name = "".join(el + (f"{int(c)}" if c > 1 else "") for el, c in formula.items())
         density = float(rng.uniform(*_DENSITY))
-        phases.append(_Phase(name, density, formula))
+        phases.append(Phase(name, density, formula))
     return phases
 
 
 def _coarsen(fine: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Mean of each pixel's supersampled block."""
-    return fine.reshape(shape[0], _SUPERSAMPLE, shape[1], _SUPERSAMPLE).mean(axis=(1, 3))
+    return fine.reshape(shape[0], SUPERSAMPLE, shape[1], SUPERSAMPLE).mean(axis=(1, 3))
 
 
 def _direction(rng: np.random.Generator, shape: tuple[int, int], fine: bool) -> np.ndarray:
     """Coordinate along a random direction, 0 to 1 over the pixel centres of the field."""
     angle = rng.uniform(0.0, np.pi)
-    y = _pixel_grid(shape[0]) if fine else np.arange(shape[0], dtype=np.float64)
-    x = _pixel_grid(shape[1]) if fine else np.arange(shape[1], dtype=np.float64)
+    y = pixel_grid(shape[0]) if fine else np.arange(shape[0], dtype=np.float64)
+    x = pixel_grid(shape[1]) if fine else np.arange(shape[1], dtype=np.float64)
     s = y[:, None] * np.cos(angle) + x[None, :] * np.sin(angle)
     corners = [
         a * np.cos(angle) + b * np.sin(angle) for a in (0, shape[0] - 1) for b in (0, shape[1] - 1)
@@ -378,18 +374,18 @@ def _geometry(
     or area fractions; the others give area fractions that sum to 1.
     """
     if layout in ("particles", "core_shell"):
-        discs = _place_discs(rng, shape, float(rng.uniform(0.1, 0.4)))
+        discs = place_discs(rng, shape, float(rng.uniform(0.1, 0.4)))
         norm = 2.0 * max(r for _, _, r in discs) if chord else 1.0
         if layout == "core_shell":
-            cores, shells = _disc_maps(shape, discs, float(rng.uniform(0.4, 0.8)), chord)
+            cores, shells = disc_maps(shape, discs, float(rng.uniform(0.4, 0.8)), chord)
             return [sum(cores) / norm, sum(shells) / norm], True
-        full, _ = _disc_maps(shape, discs, 1.0, chord)
+        full, _ = disc_maps(shape, discs, 1.0, chord)
         n = min(n, len(full))
         labels = rng.permutation(np.arange(len(full)) % n)
         return [sum(f for f, lab in zip(full, labels, strict=True) if lab == k) / norm
                 for k in range(n)], True  # fmt: skip
     if layout == "grains":
-        return _voronoi_fractions(rng, shape, n), False
+        return voronoi_fractions(rng, shape, n), False
     if layout == "layers":
         s = _direction(rng, shape, fine=True)
         n_bands = int(rng.integers(n, 3 * n + 1))
@@ -530,9 +526,11 @@ def draw_acquisition(seed: int, index: int, options: CorpusOptions | None = None
     elements = tuple(dict.fromkeys(drawn + present))
     mass = {el: np.zeros(shape) for el in elements}
     for phase, amount in zip(phases, amounts, strict=True):
-        for el, c in _mass_fractions(phase).items():
+        for el, c in mass_fractions(phase).items():
             mass[el] += phase.density * c * amount
-    haadf_clean = sum(mass[el] / _element(el)[1] * _element(el)[0] ** 1.7 for el in elements)
+    haadf_clean = sum(
+        mass[el] / element_data(el)[1] * element_data(el)[0] ** 1.7 for el in elements
+    )
     if kind == "sem":
         total = np.maximum(sum(mass.values()), 1e-12)
         mass = {el: m / total for el, m in mass.items()}
@@ -542,16 +540,16 @@ def draw_acquisition(seed: int, index: int, options: CorpusOptions | None = None
     centres, factor = _energy_bins(channel_ev, offset_kev, opts.low_kev, high_kev, opts.bin_ev)
     width_kev = factor * channel_ev / 1000.0
     spectra = [
-        _element_spectrum(el, centres, width_kev, beam_kev, bulk, resolution_ev=resolution_ev)
+        element_spectrum(el, centres, width_kev, beam_kev, bulk, resolution_ev=resolution_ev)
         for el in elements
     ]
     flat = np.stack([mass[el].ravel() for el in elements])
     expected = np.stack([spectrum for spectrum, _ in spectra]).T @ flat
-    z = np.array([_element(el)[0] for el in elements], dtype=np.float64)
-    atomic_weight = np.array([_element(el)[1] for el in elements])
+    z = np.array([element_data(el)[0] for el in elements], dtype=np.float64)
+    atomic_weight = np.array([element_data(el)[1] for el in elements])
     brems_map = (z**2 / atomic_weight if kind == "tem" else z) @ flat
-    brems_gain = _BREMS_GAIN[kind] * np.exp(rng.uniform(*np.log(_BREMS_FACTOR)))
-    continuum = _bremsstrahlung(centres, width_kev, beam_kev, bulk)
+    brems_gain = BREMS_GAIN[kind] * np.exp(rng.uniform(*np.log(_BREMS_FACTOR)))
+    continuum = bremsstrahlung_spectrum(centres, width_kev, beam_kev, bulk)
     expected += np.outer(continuum, brems_gain * brems_map)
     expected = expected.reshape(centres.size, *shape) * gain[None, :, None]
     counted = expected.sum(axis=0).mean()
@@ -560,9 +558,9 @@ def draw_acquisition(seed: int, index: int, options: CorpusOptions | None = None
     expected *= dose / counted
     if zero_peak:
         edges = np.append(centres - width_kev / 2.0, centres[-1] + width_kev / 2.0)
-        peak = _channel_gaussian(edges, 0.0, float(detector_fwhm_kev(0.0)))
+        peak = channel_gaussian(edges, 0.0, float(detector_fwhm_kev(0.0)))
         if np.any(peak > 0):
-            amplitude = dose * _ZERO_PEAK_FRACTION / (1.0 - _ZERO_PEAK_FRACTION)
+            amplitude = dose * ZERO_PEAK_FRACTION / (1.0 - ZERO_PEAK_FRACTION)
             expected += (amplitude * peak)[:, None, None]
     truth = expected.astype(np.float32)
     counts = rng.poisson(expected).astype(np.float32)

@@ -29,18 +29,26 @@ the exact element and phase maps behind a phantom.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cache
 from typing import Any, NamedTuple
 
 import numpy as np
-from exspy.material import elements as _elements_db
 from exspy.signals import EDSSEMSpectrum, EDSTEMSpectrum
 from hyperspy.signals import Signal2D
-from scipy.special import erf
 
 from ..exceptions import InvalidInputError
 from ..preprocess import DEFAULT_LOW_KEV, detector_fwhm_kev
+from .geometry import SUPERSAMPLE, disc_maps, pixel_grid, place_discs, voronoi_fractions
+from .physics import (
+    BREMS_GAIN,
+    ENERGY_RESOLUTION_EV,
+    ZERO_PEAK_FRACTION,
+    Phase,
+    bremsstrahlung_spectrum,
+    channel_gaussian,
+    element_data,
+    element_spectrum,
+    mass_fractions,
+)
 
 __all__ = ["PHANTOM_ELEMENTS", "PHANTOM_LAYOUTS", "Phantom", "phantom", "phantom_maps"]
 
@@ -55,41 +63,23 @@ PHANTOM_LAYOUTS: tuple[str, ...] = ("core_shell", "particles", "boundary")
 
 _BEAM_ENERGY_KEV = {"tem": 200.0, "sem": 20.0}
 _PIXEL_SIZE = {"tem": (0.5, "nm"), "sem": (0.5, "µm")}
-_ENERGY_RESOLUTION_EV = 130.0
-#: Fraction of all counts (zero peak included) that the zero peak holds.
-_ZERO_PEAK_FRACTION = 0.15
 #: Thickness of the TEM carbon support film, in nm.
 _SUPPORT_NM = 5.0
-#: Bremsstrahlung strength relative to the characteristic lines, per kind.
-_BREMS_GAIN = {"tem": 1.5e-9, "sem": 3.0e-8}
-#: Approximate fluorescence yield constant a in w = Z^4 / (a + Z^4), per family.
-_YIELD_CONSTANT = {"K": 1.12e6, "L": 1.0e8, "M": 1.0e9}
-#: Supersampling factor per pixel side for anti-aliased edges.
-_SUPERSAMPLE = 4
 #: Thickness (nm) of the FePt and siderite slabs of the TEM "boundary" layout (similar counts).
 _SLAB_NM = (2.0, 20.0)
 #: Mean HAADF intensity of the support/matrix, in detector counts (sets its SNR).
 _HAADF_LEVEL = 1.0e5
 
 
-@dataclass(frozen=True)
-class _Phase:
-    """A material: name, density (g/cm^3) and atomic formula."""
-
-    name: str
-    density: float
-    formula: dict[str, float]
-
-
-_CARBON_FILM = _Phase("amorphous carbon", 2.0, {"C": 1.0})
-_FEPT = _Phase("FePt", 15.1, {"Fe": 1.0, "Pt": 1.0})
-_MAGNETITE = _Phase("Fe3O4", 5.17, {"Fe": 3.0, "O": 4.0})
-_QUARTZ = _Phase("quartz", 2.65, {"Si": 1.0, "O": 2.0})
-_K_FELDSPAR = _Phase("K-feldspar", 2.56, {"K": 1.0, "Al": 1.0, "Si": 3.0, "O": 8.0})
-_ANORTHITE = _Phase("anorthite", 2.73, {"Ca": 1.0, "Al": 2.0, "Si": 2.0, "O": 8.0})
-_HEMATITE = _Phase("hematite", 5.26, {"Fe": 2.0, "O": 3.0})
-_ANDRADITE = _Phase("andradite", 3.86, {"Ca": 3.0, "Fe": 2.0, "Si": 3.0, "O": 12.0})
-_SIDERITE = _Phase("siderite", 3.96, {"Fe": 1.0, "C": 1.0, "O": 3.0})
+_CARBON_FILM = Phase("amorphous carbon", 2.0, {"C": 1.0})
+_FEPT = Phase("FePt", 15.1, {"Fe": 1.0, "Pt": 1.0})
+_MAGNETITE = Phase("Fe3O4", 5.17, {"Fe": 3.0, "O": 4.0})
+_QUARTZ = Phase("quartz", 2.65, {"Si": 1.0, "O": 2.0})
+_K_FELDSPAR = Phase("K-feldspar", 2.56, {"K": 1.0, "Al": 1.0, "Si": 3.0, "O": 8.0})
+_ANORTHITE = Phase("anorthite", 2.73, {"Ca": 1.0, "Al": 2.0, "Si": 2.0, "O": 8.0})
+_HEMATITE = Phase("hematite", 5.26, {"Fe": 2.0, "O": 3.0})
+_ANDRADITE = Phase("andradite", 3.86, {"Ca": 3.0, "Fe": 2.0, "Si": 3.0, "O": 12.0})
+_SIDERITE = Phase("siderite", 3.96, {"Fe": 1.0, "C": 1.0, "O": 3.0})
 
 
 class Phantom(NamedTuple):
@@ -110,227 +100,36 @@ class Phantom(NamedTuple):
     haadf: Any
 
 
-@cache
-def _element(symbol: str) -> tuple[int, float, tuple[tuple[str, float, float], ...]]:
-    """Atomic number, atomic weight and (line, energy keV, weight) of an element."""
-    entry = _elements_db[symbol]
-    z = int(entry["General_properties"]["Z"])
-    weight = float(entry["General_properties"]["atomic_weight"])
-    lines = entry["Atomic_properties"]["Xray_lines"].as_dictionary()
-    table = tuple(
-        (name, float(v["energy (keV)"]), float(v["weight"])) for name, v in sorted(lines.items())
-    )
-    return z, weight, table
-
-
-def _mass_fractions(phase: _Phase) -> dict[str, float]:
-    """Mass fraction of each element of a phase."""
-    masses = {el: n * _element(el)[1] for el, n in phase.formula.items()}
-    total = sum(masses.values())
-    return {el: m / total for el, m in masses.items()}
-
-
-def _detector_efficiency(energy_kev: np.ndarray) -> np.ndarray:
-    """Detector efficiency: window absorption below ~1 keV, crystal transparency above ~15 keV."""
-    e = np.asarray(energy_kev, dtype=np.float64)
-    out = np.zeros_like(e)
-    pos = e > 0
-    ep = e[pos]
-    out[pos] = np.exp(-((0.3 / ep) ** 3)) * (1.0 - np.exp(-((20.0 / ep) ** 3)))
-    return out
-
-
-def _channel_gaussian(edges: np.ndarray, centre: float, fwhm: float) -> np.ndarray:
-    """Integral of a unit Gaussian over each channel, from the channel edges."""
-    sigma = fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-    cdf = 0.5 * erf((edges - centre) / (np.sqrt(2.0) * sigma))
-    return np.diff(cdf)
-
-
-def _line_intensity(z: int, family: str, family_lines: list[float], beam_kev: float) -> float:
-    """Relative intensity of the main line of a family (fluorescence yield x cross-section)."""
-    edge = 1.02 * max(family_lines)
-    overvoltage = beam_kev / edge
-    if overvoltage <= 1.0:
-        return 0.0
-    omega = z**4 / (_YIELD_CONSTANT[family] + z**4)
-    return omega * np.log(overvoltage) / (overvoltage * edge**2)
-
-
-def _element_spectrum(
-    symbol: str,
-    energies: np.ndarray,
-    scale: float,
-    beam_kev: float,
-    bulk: bool,
-    *,
-    resolution_ev: float = _ENERGY_RESOLUTION_EV,
-) -> tuple[np.ndarray, list[str]]:
-    """Characteristic spectrum of one element per unit mass, and its 'a' lines in range.
-
-    Lines are kept when their energy lies inside the axis (between the outer
-    channel edges) and below the beam energy. ``bulk`` applies :func:`_bulk_absorption`;
-    ``resolution_ev`` is the detector FWHM at Mn Ka.
-    """
-    z, atomic_weight, lines = _element(symbol)
-    edges = np.append(energies - scale / 2.0, energies[-1] + scale / 2.0)
-    spectrum = np.zeros(energies.size)
-    families: dict[str, list[tuple[str, float, float]]] = {}
-    for name, energy, weight in lines:
-        families.setdefault(name[0], []).append((name, energy, weight))
-    main_lines = []
-    for family, members in families.items():
-        if family not in _YIELD_CONSTANT:
-            continue
-        gain = _line_intensity(z, family, [e for _, e, _ in members], beam_kev)
-        for name, energy, weight in members:
-            if weight <= 0 or gain <= 0 or not (edges[0] < energy < edges[-1]):
-                continue
-            if energy >= beam_kev:
-                continue
-            fwhm = float(detector_fwhm_kev(energy, resolution_ev))
-            at = np.array([energy])
-            height = gain * weight * float(_detector_efficiency(at)[0])
-            if bulk:
-                height *= float(_bulk_absorption(at)[0])
-            spectrum += height * _channel_gaussian(edges, energy, fwhm)
-            if name == f"{family}a":
-                main_lines.append(f"{symbol}_{name}")
-    return spectrum / atomic_weight, main_lines
-
-
-def _bremsstrahlung(energies: np.ndarray, scale: float, beam_kev: float, bulk: bool) -> np.ndarray:
-    """Kramers-like continuum (E0 - E) / E times the detector efficiency, per channel."""
-    out = np.zeros(energies.size)
-    ok = (energies > 0) & (energies < beam_kev)
-    e = energies[ok]
-    out[ok] = (beam_kev - e) / e * _detector_efficiency(e) * scale
-    if bulk:
-        out[ok] *= _bulk_absorption(e)
-    return out
-
-
-def _bulk_absorption(energy_kev: np.ndarray) -> np.ndarray:
-    """Crude low-energy roll-off for X-rays leaving a bulk (SEM) specimen: exp(-(0.7/E)^2)."""
-    e = np.asarray(energy_kev, dtype=np.float64)
-    out = np.zeros_like(e)
-    pos = e > 0
-    out[pos] = np.exp(-((0.7 / e[pos]) ** 2))
-    return out
-
-
-def _pixel_grid(n: int, lo: int = 0) -> np.ndarray:
-    """Supersampled coordinates of pixels lo..lo+n-1 (pixel centres at integers)."""
-    sub = (np.arange(_SUPERSAMPLE) + 0.5) / _SUPERSAMPLE - 0.5
-    return (np.arange(lo, lo + n)[:, None] + sub[None, :]).ravel()
-
-
-def _place_discs(
-    rng: np.random.Generator, shape: tuple[int, int], area_fraction: float
-) -> list[tuple[float, float, float]]:
-    """Random non-overlapping discs (cy, cx, radius) in pixels, fully inside the field."""
-    height, width = shape
-    small = min(shape)
-    r_min, r_max = max(3.0, 0.07 * small), max(4.5, 0.12 * small)
-    discs: list[tuple[float, float, float]] = []
-    covered = 0.0
-    for _ in range(400):
-        if covered >= area_fraction * height * width:
-            break
-        r = float(rng.uniform(r_min, r_max))
-        if 2 * r + 2 > small:
-            r = (small - 2) / 2.0
-        cy = float(rng.uniform(r + 0.5, height - 1.5 - r))
-        cx = float(rng.uniform(r + 0.5, width - 1.5 - r))
-        if all(np.hypot(cy - y, cx - x) >= r + q + 1.5 for y, x, q in discs):
-            discs.append((cy, cx, r))
-            covered += np.pi * r**2
-    return discs
-
-
-def _disc_maps(
-    shape: tuple[int, int], discs: list[tuple[float, float, float]], core_ratio: float, chord: bool
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-disc core and shell maps: projected sphere chords (px) or area fractions."""
-    height, width = shape
-    ss = _SUPERSAMPLE
-    cores, shells = [], []
-    for cy, cx, r in discs:
-        y0, y1 = max(int(np.floor(cy - r)) - 1, 0), min(int(np.ceil(cy + r)) + 2, height)
-        x0, x1 = max(int(np.floor(cx - r)) - 1, 0), min(int(np.ceil(cx + r)) + 2, width)
-        yy = _pixel_grid(y1 - y0, y0)[:, None]
-        xx = _pixel_grid(x1 - x0, x0)[None, :]
-        r2 = (yy - cy) ** 2 + (xx - cx) ** 2
-        rc = core_ratio * r
-        if chord:
-            total = 2.0 * np.sqrt(np.maximum(r**2 - r2, 0.0))
-            core = 2.0 * np.sqrt(np.maximum(rc**2 - r2, 0.0))
-        else:
-            total = (r2 < r**2).astype(np.float64)
-            core = (r2 < rc**2).astype(np.float64)
-        shell = total - core
-        core_map = np.zeros(shape)
-        shell_map = np.zeros(shape)
-        block = (y1 - y0, ss, x1 - x0, ss)
-        core_map[y0:y1, x0:x1] = core.reshape(block).mean(axis=(1, 3))
-        shell_map[y0:y1, x0:x1] = shell.reshape(block).mean(axis=(1, 3))
-        cores.append(core_map)
-        shells.append(shell_map)
-    return cores, shells
-
-
-def _voronoi_fractions(
-    rng: np.random.Generator, shape: tuple[int, int], n_phases: int
-) -> list[np.ndarray]:
-    """Area fraction of each of n_phases in a random Voronoi grain mosaic."""
-    height, width = shape
-    n_grains = max(n_phases, int(round(height * width / (0.3 * min(shape)) ** 2)))
-    seeds = rng.uniform((0.0, 0.0), (height, width), size=(n_grains, 2)) - 0.5
-    labels = np.arange(n_grains) % n_phases
-    labels = labels[rng.permutation(n_grains)]
-    yy = _pixel_grid(height)[:, None]
-    xx = _pixel_grid(width)[None, :]
-    best = np.full((yy.size, xx.size), np.inf)
-    phase = np.zeros((yy.size, xx.size), dtype=np.intp)
-    for (sy, sx), label in zip(seeds, labels, strict=True):
-        d2 = (yy - sy) ** 2 + (xx - sx) ** 2
-        closer = d2 < best
-        best[closer] = d2[closer]
-        phase[closer] = label
-    block = (height, _SUPERSAMPLE, width, _SUPERSAMPLE)
-    return [(phase == k).reshape(block).mean(axis=(1, 3)) for k in range(n_phases)]
-
-
 def _layout_phases(
     kind: str, layout: str, shape: tuple[int, int], rng: np.random.Generator, scale: float
-) -> list[tuple[_Phase, np.ndarray]]:
+) -> list[tuple[Phase, np.ndarray]]:
     """(phase, amount map) pairs: thickness in nm (TEM) or area fraction (SEM)."""
     if layout == "boundary":
         # Area fraction of the left phase: columns left of x = width / 2 - 0.5 (pixel units).
-        x = _pixel_grid(shape[1]).reshape(shape[1], _SUPERSAMPLE)
+        x = pixel_grid(shape[1]).reshape(shape[1], SUPERSAMPLE)
         left = np.broadcast_to((x < shape[1] / 2.0 - 0.5).mean(axis=1), shape).astype(np.float64)
         if kind == "tem":
             slabs = [(_FEPT, _SLAB_NM[0] * left), (_SIDERITE, _SLAB_NM[1] * (1.0 - left))]
             return [(_CARBON_FILM, np.full(shape, _SUPPORT_NM)), *slabs]
         return [(_K_FELDSPAR, left), (_ANDRADITE, 1.0 - left)]
     if kind == "tem":
-        discs = _place_discs(rng, shape, area_fraction=0.3)
+        discs = place_discs(rng, shape, area_fraction=0.3)
         if layout == "core_shell":
-            cores, shells = _disc_maps(shape, discs, core_ratio=0.6, chord=True)
+            cores, shells = disc_maps(shape, discs, core_ratio=0.6, chord=True)
             amounts = [(_FEPT, sum(cores)), (_MAGNETITE, sum(shells))]
         else:
-            full, _ = _disc_maps(shape, discs, core_ratio=1.0, chord=True)
+            full, _ = disc_maps(shape, discs, core_ratio=1.0, chord=True)
             amounts = [(_FEPT, sum(full[0::2])), (_MAGNETITE, sum(full[1::2]))]
         support = np.full(shape, _SUPPORT_NM)
         return [(_CARBON_FILM, support)] + [(p, scale * np.asarray(a)) for p, a in amounts]
     matrix_phases = (_QUARTZ, _K_FELDSPAR, _ANORTHITE)
-    fractions = _voronoi_fractions(rng, shape, len(matrix_phases))
-    discs = _place_discs(rng, shape, area_fraction=0.15)
+    fractions = voronoi_fractions(rng, shape, len(matrix_phases))
+    discs = place_discs(rng, shape, area_fraction=0.15)
     if layout == "core_shell":
-        cores, shells = _disc_maps(shape, discs, core_ratio=0.6, chord=False)
+        cores, shells = disc_maps(shape, discs, core_ratio=0.6, chord=False)
         grains = [(_HEMATITE, sum(cores)), (_ANDRADITE, sum(shells))]
     else:
-        full, _ = _disc_maps(shape, discs, core_ratio=1.0, chord=False)
+        full, _ = disc_maps(shape, discs, core_ratio=1.0, chord=False)
         grains = [(_HEMATITE, sum(full[0::2])), (_ANDRADITE, sum(full[1::2]))]
     grains = [(p, np.asarray(a, dtype=np.float64) + np.zeros(shape)) for p, a in grains]
     free = 1.0 - sum(a for _, a in grains)
@@ -339,7 +138,7 @@ def _layout_phases(
 
 def _composition(
     kind: str, layout: str, shape: tuple[int, int], rng: np.random.Generator
-) -> tuple[list[tuple[_Phase, np.ndarray]], dict[str, np.ndarray], np.ndarray]:
+) -> tuple[list[tuple[Phase, np.ndarray]], dict[str, np.ndarray], np.ndarray]:
     """Phases, element maps (TEM: mass thickness; SEM: mass fraction) and noiseless HAADF."""
     phases = _layout_phases(kind, layout, shape, rng, _PIXEL_SIZE[kind][0])
     elements = PHANTOM_ELEMENTS[kind]
@@ -347,10 +146,10 @@ def _composition(
     haadf_clean = np.zeros(shape)
     for phase, amount in phases:
         weight = phase.density * amount
-        for el, c in _mass_fractions(phase).items():
+        for el, c in mass_fractions(phase).items():
             mass[el] += weight * c
     for el in elements:
-        z, atomic_weight, _ = _element(el)
+        z, atomic_weight, _ = element_data(el)
         haadf_clean += mass[el] / atomic_weight * z**1.7
     if kind == "sem":
         # Bulk: X-rays follow mass fractions; the density stays in the HAADF (BSE) image.
@@ -519,17 +318,19 @@ def phantom(
     # Spectra: characteristic lines of each element plus the continuum.
     templates, lines = [], []
     for el in elements:
-        spectrum, main_lines = _element_spectrum(el, energies, scale_kev, beam_kev, kind == "sem")
+        spectrum, main_lines = element_spectrum(el, energies, scale_kev, beam_kev, kind == "sem")
         templates.append(spectrum)
         lines.extend(main_lines)
-    continuum = _bremsstrahlung(energies, scale_kev, beam_kev, kind == "sem")
+    continuum = bremsstrahlung_spectrum(energies, scale_kev, beam_kev, kind == "sem")
     if kind == "tem":
-        brems_map = sum(mass[el] * _element(el)[0] ** 2 / _element(el)[1] for el in elements)
+        brems_map = sum(
+            mass[el] * element_data(el)[0] ** 2 / element_data(el)[1] for el in elements
+        )
     else:
-        brems_map = sum(mass[el] * _element(el)[0] for el in elements)
+        brems_map = sum(mass[el] * element_data(el)[0] for el in elements)
     maps = np.stack([mass[el] for el in elements], axis=-1)
     expected = np.einsum("yxk,ke->yxe", maps, np.stack(templates))
-    expected += (_BREMS_GAIN[kind] * brems_map)[..., None] * continuum
+    expected += (BREMS_GAIN[kind] * brems_map)[..., None] * continuum
 
     above = energies >= DEFAULT_LOW_KEV
     counted = expected[..., above].sum(axis=-1).mean()
@@ -541,10 +342,10 @@ def phantom(
     expected *= float(dose) / counted
     if zero_peak and (~above).any():
         edges = np.append(energies - scale_kev / 2.0, energies[-1] + scale_kev / 2.0)
-        shape_zero = _channel_gaussian(edges, 0.0, float(detector_fwhm_kev(0.0)))
+        shape_zero = channel_gaussian(edges, 0.0, float(detector_fwhm_kev(0.0)))
         shape_zero[above] = 0.0
         if shape_zero.sum() > 0:
-            amplitude = float(dose) * _ZERO_PEAK_FRACTION / (1.0 - _ZERO_PEAK_FRACTION)
+            amplitude = float(dose) * ZERO_PEAK_FRACTION / (1.0 - ZERO_PEAK_FRACTION)
             expected += amplitude * shape_zero / shape_zero.sum()
     truth_data = expected.astype(np.float32)
     noisy_data = rng.poisson(truth_data.astype(np.float64)).astype(np.int32)
@@ -582,7 +383,7 @@ def phantom(
         s.metadata.Signal.quantity = "X-rays (Counts)"
         mic = f"Acquisition_instrument.{kind.upper()}"
         s.metadata.set_item(f"{mic}.beam_energy", beam_kev)
-        s.metadata.set_item(f"{mic}.Detector.EDS.energy_resolution_MnKa", _ENERGY_RESOLUTION_EV)
+        s.metadata.set_item(f"{mic}.Detector.EDS.energy_resolution_MnKa", ENERGY_RESOLUTION_EV)
         s.metadata.set_item(f"{mic}.Detector.EDS.live_time", float(live_time))
         s.set_elements(list(elements))
         s.set_lines(sorted(lines))
