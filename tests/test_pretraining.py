@@ -196,3 +196,32 @@ def test_cli_refuses_pretrained_for_a_model_without_weights_before_reading(tmp_p
     assert code == 2
     err = capsys.readouterr().err
     assert "no pretrained weights" in err and not (tmp_path / "out.hspy").exists()
+
+
+def test_lazy_result_of_a_pretrained_network_equals_the_eager_one(shipped):
+    ph = simulate.phantom(shape=(20, 20), n_channels=256, dose=20)
+    den = Denoiser(model="autoencoder3d", steps=0, progress=False, refine_maps=False, tile=8)
+    den.fit(ph.noisy)
+    eager = den.denoise(ph.noisy).data
+    lazy = den.denoise(ph.noisy.as_lazy()).data.compute()
+    np.testing.assert_allclose(lazy, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_shipped_weights_are_package_data_within_the_size_limit():
+    """The weights the package ships (all together at most 30 MB) and their model card."""
+    from n2s_eds.pretrained import SHIPPED, WEIGHTS_DIR
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    files = [WEIGHTS_DIR / name for name in SHIPPED.values()]
+    assert all(f.is_file() for f in files)
+    assert sum(f.stat().st_size for f in WEIGHTS_DIR.glob("*.pt")) <= 30 * 2**20
+    card = (WEIGHTS_DIR / "MODEL_CARD.md").read_text()
+    for word in ("Training data", "Steps", "Hardware", "Wall time", "Benchmark"):
+        assert word in card
+    root = WEIGHTS_DIR.parents[1]
+    with open(root / "pyproject.toml", "rb") as f:
+        data = tomllib.load(f)["tool"]["setuptools"]["package-data"]["n2s_eds.weights"]
+    assert "*.pt" in data and "*.md" in data
+    desc = pretrained.pretrained_description("autoencoder3d")
+    assert desc["training"]["pretraining"]["steps"] > 0
