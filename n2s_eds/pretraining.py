@@ -29,7 +29,6 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -37,6 +36,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from .models import MODEL_OPTIONS
 from .module import N2SModule, default_optimizer
 from .options import MaskingOptions
 from .serialization import model_description, model_name, write_model_file
@@ -148,16 +148,13 @@ class ExportPretrained(L.Callback):
         if not trainer.is_global_zero or getattr(trainer, "interrupted", False):
             return
         net = pl_module.net
-        dm = trainer.datamodule
+        data = getattr(trainer.datamodule, "hparams", {})
         record: dict[str, Any] = {
             "pretraining": {
                 "objective": getattr(pl_module, "objective", None),
                 "steps": int(trainer.global_step),
                 "wall_seconds": round(time.perf_counter() - self._t0, 1),
-                "batch_size": getattr(dm, "hparams", {}).get("batch_size"),
-                "patch_size": getattr(dm, "hparams", {}).get("patch_size"),
-                "energy_patch": getattr(dm, "hparams", {}).get("energy_patch"),
-                "seed": getattr(dm, "hparams", {}).get("seed"),
+                **{k: data.get(k) for k in ("batch_size", "patch_size", "energy_patch", "seed")},
                 "accelerator": type(trainer.accelerator).__name__,
                 "devices": int(trainer.num_devices),
                 "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -168,21 +165,16 @@ class ExportPretrained(L.Callback):
         }
         module_opts = {k: pl_module.hparams.get(k) for k in ("mask_rate", "replacement")}
         options = {**module_opts, "mask_mode": "voxel", "bin_ev": self.bin_ev}
+        name = model_name(net)
         desc = model_description(
-            model_name(net),
-            {k: getattr(net, k, None) for k in _NET_OPTIONS},
+            name,
+            {k: getattr(net, k) for k in MODEL_OPTIONS[name].field_names()},
             bool(getattr(net, "guide", False)),
             options,
-            int(getattr(dm, "hparams", {}).get("seed") or 0),
+            int(data.get("seed") or 0),
             record,
         )
-        desc["format_version"] = 4
         state = {k: (v.half() if self.half and v.is_floating_point() else v) for k, v in
                  net.state_dict().items()}  # fmt: skip
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         write_model_file(self.path, desc, state)
         print(f"n2s-eds: pretrained weights written to {self.path}", file=sys.stderr)
-
-
-#: The constructor options of the 3D network recorded in the weights' description.
-_NET_OPTIONS = ("base_channels", "depth", "energy_stride", "residual_blocks", "conditioned")

@@ -200,6 +200,15 @@ _CODE_VERSIONS: dict[Method, str] = {}
 
 
 _BASE_PACKAGES = ("numpy", "scipy")
+
+
+def _network(name: str, run: Callable[..., Any], **kwargs: Any) -> Method:
+    """A method that trains or applies a network of the package: its result depends on
+    most of ``n2s_eds`` and on torch and lightning, and its cubes are cached."""
+    packages = (*_BASE_PACKAGES, "torch", "lightning")
+    return Method(name, run, packages=packages, whole_package=True, cached=True, **kwargs)
+
+
 #: The methods, in the order of the table.
 METHODS: dict[str, Method] = {
     m.name: m
@@ -223,55 +232,15 @@ METHODS: dict[str, Method] = {
         ),
         Method("bm3d", _run_bm3d, (baselines.bm3d,), (*_BASE_PACKAGES, "bm3d"), cached=True),
         Method("bm4d", _run_bm4d, (baselines.bm4d,), (*_BASE_PACKAGES, "bm4d"), cached=True),
-        Method(
-            "n2s",
-            _run_n2s,
-            packages=(*_BASE_PACKAGES, "torch", "lightning"),
-            whole_package=True,
-            cached=True,
-            uses_options=("steps",),
-        ),
-        Method(
-            "n2s_supervised",
-            _run_n2s_supervised,
-            packages=(*_BASE_PACKAGES, "torch", "lightning"),
-            whole_package=True,
-            cached=True,
-            uses_options=("steps",),
-            needs_truth=True,
-        ),
-        Method(
-            "n2s_guided",
-            _run_n2s_guided,
-            packages=(*_BASE_PACKAGES, "torch", "lightning"),
-            whole_package=True,
-            cached=True,
-            guided=True,
-            uses_options=("steps",),
-        ),
+        _network("n2s", _run_n2s, uses_options=("steps",)),
+        _network("n2s_supervised", _run_n2s_supervised, uses_options=("steps",), needs_truth=True),
+        _network("n2s_guided", _run_n2s_guided, guided=True, uses_options=("steps",)),
         # the design's 3D network: from scratch, pretrained only, pretrained + fine-tuned
-        Method(
-            "dcae",
-            _run_dcae,
-            packages=(*_BASE_PACKAGES, "torch", "lightning"),
-            whole_package=True,
-            cached=True,
-            uses_options=("steps",),
-        ),
-        Method(
-            "dcae_pretrained",
-            _run_dcae_pretrained,
-            packages=(*_BASE_PACKAGES, "torch", "lightning"),
-            whole_package=True,
-            cached=True,
-            extra_version=_shipped_weights_version,
-        ),
-        Method(
+        _network("dcae", _run_dcae, uses_options=("steps",)),
+        _network("dcae_pretrained", _run_dcae_pretrained, extra_version=_shipped_weights_version),
+        _network(
             "dcae_finetuned",
             _run_dcae_finetuned,
-            packages=(*_BASE_PACKAGES, "torch", "lightning"),
-            whole_package=True,
-            cached=True,
             uses_options=("steps",),
             extra_version=_shipped_weights_version,
         ),
