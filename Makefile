@@ -59,7 +59,16 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev pyproject.toml
 	$(BIN)/python -m pip install -e ".[bench]" "$(TORCH)"
 	touch $@
 
-external-venvs: $(ESPM_VENV)/.installed $(VENV)/.installed-bench
+# the ResNet-34 UNet of the imaging benchmark: segmentation-models-pytorch with the torch and
+# torchvision pair it needs (benchmarks/external/requirements-smp.txt), n2s_eds installed in it
+SMP_VENV := benchmarks/external/.venv-smp
+$(SMP_VENV)/.installed: benchmarks/external/requirements-smp.txt pyproject.toml
+	$(PYTHON) -m venv $(SMP_VENV)
+	$(SMP_VENV)/bin/python -m pip install -r benchmarks/external/requirements-smp.txt
+	$(SMP_VENV)/bin/python -m pip install -e . -r benchmarks/external/requirements-smp.txt
+	touch $@
+
+external-venvs: $(ESPM_VENV)/.installed $(VENV)/.installed-bench $(SMP_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -11,6 +11,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from ..exceptions import InvalidInputError
 from ..options import ProcessingOptions, RuntimeOptions, TrainingOptions
+from .enhance import add_enhance_parser
 from .commands import (
     non_negative_int,
     positive_float,
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus file")
     p.set_defaults(func=run_pack)
 
+    add_enhance_parser(sub)
     return parser
 
 
