@@ -119,7 +119,7 @@ class MapEnhancer:
         self.history: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ training
-    def fit(self, clean_images: Any) -> MapEnhancer:
+    def fit(self, clean_images: Any, weights: Any = None) -> MapEnhancer:
         """Train on virtual-ablation pairs drawn from ``clean_images``.
 
         Parameters
@@ -128,6 +128,9 @@ class MapEnhancer:
             Clean 2D images: one ``(H, W)``, a stack ``(n, H, W)``, or a list of images of
             any sizes (each at least 8 px a side), in any units (each is normalised by its
             own range first).
+        weights : sequence of float, optional
+            Relative probability of drawing each image (each image of a stack counts as
+            one), e.g. to balance categories of unequal size; equal by default.
 
         Returns
         -------
@@ -154,8 +157,19 @@ class MapEnhancer:
         torch.manual_seed(self.seed)
         net = build_network(self.architecture, self.scale)
         module = EnhancerModule(net, self.loss, lr=self.lr, max_steps=self.steps)
+        if weights is not None and np.shape(weights) != (len(clean),):
+            raise InvalidInputError(
+                f"weights: one value per image ({len(clean)}), got shape {np.shape(weights)}."
+            )
+        if weights is not None and (np.min(weights) < 0 or np.sum(weights) <= 0):
+            raise InvalidInputError("weights must be non-negative and not all zero.")
         data = AblationPairs(
-            clean, self.settings, scale=self.scale, patch=self.patch, seed=self.seed
+            clean,
+            self.settings,
+            scale=self.scale,
+            patch=self.patch,
+            seed=self.seed,
+            weights=weights,
         )
         loader = DataLoader(data, batch_size=self.batch_size, num_workers=0)
         trainer = L.Trainer(

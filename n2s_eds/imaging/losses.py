@@ -136,6 +136,9 @@ class EnhancerLoss(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         t = self.terms(x, y)
         w = self.weights
-        return w.l1 * t["l1"] + w.ssim * t["ssim"] + w.perceptual * t["perceptual"] + (
-            w.gram * t["gram"]
+        return (
+            w.l1 * t["l1"]
+            + w.ssim * t["ssim"]
+            + w.perceptual * t["perceptual"]
+            + (w.gram * t["gram"])
         )

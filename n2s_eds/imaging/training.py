@@ -96,6 +96,9 @@ class AblationPairs(IterableDataset):
         Seed of the stream (each DataLoader worker draws its own).
     vary : bool
         Draw the settings around ``settings`` (:func:`vary_settings`); else use them as given.
+    weights : sequence of float, optional
+        Relative probability of drawing each image (default: equal), e.g. to give each
+        category of a training set the same share whatever its number of images.
 
     Yields
     ------
@@ -113,6 +116,7 @@ class AblationPairs(IterableDataset):
         patch: int = 64,
         seed: int = 0,
         vary: bool = True,
+        weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.images = [np.asarray(im, dtype=np.float32) for im in images]
@@ -121,10 +125,14 @@ class AblationPairs(IterableDataset):
         self.patch = int(patch)
         self.seed = int(seed)
         self.vary = vary
+        p = np.ones(len(self.images)) if weights is None else np.asarray(weights, float)
+        if p.shape != (len(self.images),) or not np.all(p >= 0) or p.sum() <= 0:
+            raise ValueError("weights: one non-negative value per image, not all zero")
+        self.p = p / p.sum()
 
     def crop(self, rng: np.random.Generator) -> np.ndarray:
         """A random crop (reflect-padded when the image is smaller), flipped and turned."""
-        im = self.images[rng.integers(len(self.images))]
+        im = self.images[rng.choice(len(self.images), p=self.p)]
         p = self.patch
         pad = [(0, max(p - s, 0)) for s in im.shape]
         if any(b for _, b in pad):

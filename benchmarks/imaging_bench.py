@@ -1,0 +1,193 @@
+"""The imaging benchmark: the enhancer against classical baselines on clean images it never saw.
+
+Steps (each a sub-command, so that the ResNet-34 UNet can train and predict in its own
+environment, ``benchmarks/external/.venv-smp``):
+
+``train``    trains an enhancer on the training split (:func:`n2s_eds.imaging.sources.
+             imaging_dataset`) and writes it to ``benchmarks/cache/imaging/<name>_x<s>.pt``.
+``predict``  enhances the degraded test images with a model file (or the shipped weights)
+             and writes the predictions to ``benchmarks/cache/imaging/pred_<name>_x<s>.npz``.
+``report``   degrades the test images by :func:`~n2s_eds.imaging.virtual_ablation` (defaults,
+             one fixed seed per image), runs the baselines (each parameter tuned on training
+             pairs), reads the predictions, and writes :func:`~n2s_eds.imaging.compare`'s
+             report per scale, the invented-structure check, the real clinker check and the
+             timings into ``benchmarks/results/``.
+
+See ``benchmarks/README.md`` for the commands that made the current results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "benchmarks" / "cache" / "imaging"
+#: Seed stream of the test images' degradation (image i uses [TEST_STREAM, scale, i]).
+TEST_STREAM = 0x7E57
+
+
+def degraded_test_set(scale: int):
+    """The test images and their virtual-ablation inputs (defaults, fixed seed per image)."""
+    from n2s_eds.imaging import AblationSettings, virtual_ablation
+    from n2s_eds.imaging.sources import imaging_dataset
+
+    test = imaging_dataset("test")
+    settings = AblationSettings()
+    inputs = [
+        virtual_ablation(
+            t.image, **dataclasses.asdict(settings), scale=scale, seed=[TEST_STREAM, scale, i]
+        )
+        for i, t in enumerate(test)
+    ]
+    return test, inputs
+
+
+def model_path(name: str, scale: int) -> Path:
+    return CACHE / f"{name}_x{scale}.pt"
+
+
+def cmd_train(ns: argparse.Namespace) -> None:
+    from n2s_eds.imaging import LossWeights, MapEnhancer
+    from n2s_eds.imaging.sources import imaging_dataset
+
+    torch.set_num_threads(ns.threads)
+    train = imaging_dataset("train")
+    loss = LossWeights() if ns.loss == "full" else LossWeights(perceptual=0.0, gram=0.0)
+    enh = MapEnhancer(
+        ns.arch, ns.scale, steps=ns.steps, batch_size=ns.batch_size, loss=loss, seed=ns.seed
+    )
+    share = {c: 1.0 / sum(t.category == c for t in train) for c in {t.category for t in train}}
+    enh.fit([t.image for t in train], weights=[share[t.category] for t in train])
+    out = model_path(ns.name or ns.arch, ns.scale)
+    enh.save(out, half=ns.half)
+    print(json.dumps({"model": str(out), "images": len(train), **enh.history}))
+
+
+def cmd_predict(ns: argparse.Namespace) -> None:
+    from n2s_eds.imaging import MapEnhancer
+
+    torch.set_num_threads(ns.threads)
+    test, inputs = degraded_test_set(ns.scale)
+    if ns.name == "shipped":
+        enh = MapEnhancer.pretrained(ns.scale)
+    else:
+        enh = MapEnhancer.load(model_path(ns.name, ns.scale))
+    t0 = time.perf_counter()
+    preds = [enh.enhance(x) for x in inputs]
+    seconds = time.perf_counter() - t0
+    out = CACHE / f"pred_{ns.name}_x{ns.scale}.npz"
+    np.savez_compressed(
+        out,
+        **{f"i{i}": p for i, p in enumerate(preds)},
+        meta=json.dumps({"architecture": enh.architecture, "seconds": seconds, **enh.history}),
+    )
+    print(f"{out}: {len(preds)} images in {seconds:.1f} s")
+
+
+def read_predictions(name: str, scale: int, n: int) -> tuple[list[np.ndarray], dict]:
+    with np.load(CACHE / f"pred_{name}_x{scale}.npz") as z:
+        return [z[f"i{i}"] for i in range(n)], json.loads(str(z["meta"]))
+
+
+def baseline_rows(scale: int, test_inputs: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """Every baseline, its parameter tuned on training pairs, applied to the test inputs."""
+    from n2s_eds.imaging import AblationSettings, virtual_ablation
+    from n2s_eds.imaging.baselines import BASELINES, tune_baseline
+    from n2s_eds.imaging.sources import imaging_dataset
+
+    settings = AblationSettings()
+    train = imaging_dataset("train")
+    rng = np.random.default_rng(5)
+    pick = rng.choice(len(train), size=min(60, len(train)), replace=False)
+    clean = [train[i].image[: train[i].image.shape[0] // 4 * 4, : train[i].image.shape[1] // 4 * 4]
+             for i in pick]  # fmt: skip
+    degraded = [
+        virtual_ablation(c, **dataclasses.asdict(settings), scale=scale, seed=[9, scale, k])
+        for k, c in enumerate(clean)
+    ]
+    rows: dict[str, list[np.ndarray]] = {}
+    for name in BASELINES:
+        if name == "bicubic" and scale == 1:
+            continue
+        try:
+            fn = tune_baseline(name, clean, degraded, scale=scale, settings=settings)
+        except ImportError as err:
+            print(f"skipping {name}: {err}")
+            continue
+        rows[name] = [fn(x) for x in test_inputs]
+    return rows
+
+
+def cmd_report(ns: argparse.Namespace) -> None:
+    from n2s_eds.imaging import compare
+
+    out = Path(ns.output)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, dict] = {}
+    for scale in ns.scales:
+        test, inputs = degraded_test_set(scale)
+        truth = [t.image for t in test]
+        results: dict[str, list[np.ndarray]] = {}
+        meta: dict[str, dict] = {}
+        for name in ns.networks:
+            path = CACHE / f"pred_{name}_x{scale}.npz"
+            if not path.exists():
+                print(f"no predictions {path.name}; skipping {name} at x{scale}")
+                continue
+            results[name], meta[name] = read_predictions(name, scale, len(test))
+        reference = next(iter(results))
+        results.update(baseline_rows(scale, inputs))
+        report = compare(
+            results,
+            truth,
+            [t.category for t in test],
+            reference=reference,
+            names=[t.name for t in test],
+            inputs=inputs,
+        )
+        report.write(out, prefix=f"imaging_x{scale}")
+        summary[f"x{scale}"] = {"networks": meta}
+    (out / "imaging_models.json").write_text(json.dumps(summary, indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--arch", default="unet_small")
+    p.add_argument("--name", default=None, help="model name (default: the architecture)")
+    p.add_argument("--scale", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--loss", choices=("full", "l1ssim"), default="full")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--half", action="store_true", help="store float16 weights")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("predict")
+    p.add_argument("--name", required=True, help="model name, or 'shipped'")
+    p.add_argument("--scale", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("report")
+    p.add_argument("--networks", nargs="+", default=["shipped"])
+    p.add_argument("--scales", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--output", default=str(ROOT / "benchmarks" / "results"))
+    p.set_defaults(func=cmd_report)
+    ns = ap.parse_args(argv)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    ns.func(ns)
+
+
+if __name__ == "__main__":
+    main()
