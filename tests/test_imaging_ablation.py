@@ -155,6 +155,9 @@ def test_the_same_seed_gives_the_same_acquisition():
     a = virtual_ablation(img, seed=7)
     np.testing.assert_array_equal(a, virtual_ablation(img, seed=7))
     assert not np.array_equal(a, virtual_ablation(img, seed=8))
+    np.testing.assert_array_equal(
+        virtual_ablation(img, seed=[9, 2, 1]), virtual_ablation(img, seed=[9, 2, 1])
+    )
 
 
 def test_settings_are_the_keywords_and_frozen():

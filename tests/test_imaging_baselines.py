@@ -140,25 +140,35 @@ def test_tuning_picks_the_better_parameter():
     settings = AblationSettings()
     truth = np.stack([smooth_image(32, 32), smooth_image(32, 32)[::-1]])
     acquired = settings.acquire(truth, seed=4)
-    best, scores = tune_baseline(
-        "gaussian", truth, acquired, scale=1, settings=settings, grid=(0.0, 1.5)
-    )
-    assert best == 1.5 and scores[1.5] > scores[0.0]
+    tuned = tune_baseline("gaussian", truth, acquired, scale=1, settings=settings, grid=(0.0, 1.5))
+    assert tuned.param == 1.5 and tuned.scores[1.5] > tuned.scores[0.0]
+    np.testing.assert_array_equal(tuned(acquired[0]), gaussian(acquired[0], 1.5))
     blurred = ablation_expectation(structured_image(32, 32))
-    best, scores = tune_baseline(
+    tuned = tune_baseline(
         "richardson_lucy", structured_image(32, 32), blurred, scale=1, settings=settings,
         grid=(0, 20),
     )  # fmt: skip
-    assert best == 20 and set(scores) == {0, 20}
-    best, scores = tune_baseline("bicubic", truth, coarse(truth, 2), scale=2, settings=settings)
-    assert best is None and list(scores) == [None]
+    assert tuned.param == 20 and set(tuned.scores) == {0, 20}
+    tuned = tune_baseline("bicubic", truth, coarse(truth, 2), scale=2, settings=settings)
+    assert tuned.param is None and list(tuned.scores) == [None]
     assert set(PARAM_GRIDS) == set(BASELINES)
+
+
+def test_tuning_takes_lists_of_images_of_different_sizes():
+    settings = AblationSettings()
+    clean = [smooth_image(32, 32), smooth_image(48, 24)]
+    degraded = [settings.acquire(c, scale=2, seed=k) for k, c in enumerate(clean)]
+    tuned = tune_baseline("gaussian", clean, degraded, scale=2, settings=settings)
+    assert tuned.param in PARAM_GRIDS["gaussian"] and len(tuned.scores) == 6
+    assert tuned(degraded[1]).shape == (48, 24)
 
 
 def test_tuning_checks_its_pairs():
     truth = np.stack([smooth_image(32, 32)] * 2)
     with pytest.raises(InvalidInputError):
         tune_baseline("gaussian", truth, truth, scale=2, settings=AblationSettings())
+    with pytest.raises(InvalidInputError):
+        tune_baseline("gaussian", truth, truth[:1], scale=1, settings=AblationSettings())
     with pytest.raises(InvalidInputError):
         tune_baseline("median", truth, truth, scale=1, settings=AblationSettings())
 
