@@ -74,10 +74,11 @@ def test_loss_is_zero_for_identical_images_and_sees_texture() -> None:
     assert float(ssim_map(y, y).mean()) == pytest.approx(1.0, abs=1e-5)
     feats = FilterBankFeatures()(torch.full((1, 1, 20, 20), 3.0))
     assert all(float(f.abs().max()) < 1e-5 for f in feats)  # no response to a flat image
-    noisy = y + 0.1 * torch.randn_like(y)
-    blurred = torch.nn.functional.avg_pool2d(y, 3, 1, 1, count_include_pad=False)
-    terms_noisy, terms_blur = loss.terms(noisy, y), loss.terms(blurred, y)
-    assert float(terms_noisy["gram"]) > float(terms_blur["gram"]) > 0
+    torch.manual_seed(0)
+    noise = torch.randn_like(y)
+    weak, strong = loss.terms(y + 0.05 * noise, y), loss.terms(y + 0.2 * noise, y)
+    for term in ("perceptual", "gram"):  # both grow with the texture added by the noise
+        assert float(strong[term]) > float(weak[term]) > 0
 
 
 def test_training_pairs_are_seeded_and_normalised() -> None:
@@ -87,7 +88,7 @@ def test_training_pairs_are_seeded_and_normalised() -> None:
     pa, pb = next(a), next(b)
     assert pa["x"].shape == (2, 16, 16) and pa["y"].shape == (1, 32, 32)
     torch.testing.assert_close(pa["x"], pb["x"])
-    assert float(pa["x"][1].std()) == 0.0  # the noise-level channel is constant
+    assert float(pa["x"][1].min()) >= 0.0  # the noise-level map
     with pytest.raises(ValueError, match="weights"):
         AblationPairs(ims, AblationSettings(), weights=[1.0])
 

@@ -11,7 +11,6 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from ..exceptions import InvalidInputError
 from ..options import ProcessingOptions, RuntimeOptions, TrainingOptions
-from .enhance import add_enhance_parser
 from .commands import (
     non_negative_int,
     positive_float,
@@ -19,6 +18,7 @@ from .commands import (
     run_denoise,
     run_pack,
 )
+from .enhance import add_enhance_parser
 from .lightning_cli import PROG, cli_main
 
 __all__ = ["TRAINER_COMMANDS", "build_parser", "main"]

@@ -30,7 +30,7 @@ from ..metrics.reference import psnr as _psnr
 from ..metrics.reference import ssim as _ssim
 from .structure import (
     StructureExcess,
-    _image,
+    checked_image,
     edge_and_texture_excess,
     edge_positions,
     edge_straightness,
@@ -72,7 +72,7 @@ def _image_list(x: Any, name: str, min_size: int = _MIN_SIDE) -> list[np.ndarray
         raise InvalidInputError(f"{name}: expected a list of 2D images, got {type(x).__name__}.")
     if len(x) == 0:
         raise InvalidInputError(f"{name}: the list is empty; pass at least one image.")
-    return [_image(im, f"{name}[{i}]", min_size) for i, im in enumerate(x)]
+    return [checked_image(im, f"{name}[{i}]", min_size) for i, im in enumerate(x)]
 
 
 def image_scores(estimate: Any, truth: Any) -> tuple[float, float]:
@@ -97,8 +97,8 @@ def image_scores(estimate: Any, truth: Any) -> tuple[float, float]:
     InvalidInputError
         Not 2D, sides below 7 pixels, NaN or infinite values, or different shapes.
     """
-    t = _image(truth, "truth")
-    e = _image(estimate, "estimate")
+    t = checked_image(truth, "truth")
+    e = checked_image(estimate, "estimate")
     if e.shape != t.shape:
         raise InvalidInputError(f"estimate {e.shape} and truth {t.shape} differ in shape.")
     return min(_psnr(t, e), PSNR_CAP_DB), _ssim(t, e)
@@ -216,6 +216,7 @@ class ComparisonReport:
     truth: list[np.ndarray] = field(repr=False)
     estimates: dict[str, list[np.ndarray]] = field(repr=False)
     inputs: list[np.ndarray] | None = field(default=None, repr=False)
+    psnr_cap: float = PSNR_CAP_DB
 
     @property
     def categories(self) -> list[str]:

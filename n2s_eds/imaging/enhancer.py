@@ -35,7 +35,7 @@ from .ablation import AblationSettings
 from .losses import LossWeights
 from .networks import ARCHITECTURES, build_network
 from .training import AblationPairs, EnhancerModule, network_input
-from .validation import as_image_stack, check_scale, restore_shape
+from .validation import as_image_stack, restore_shape
 
 __all__ = ["MapEnhancer", "ENHANCER_FORMAT", "shipped_enhancer_path"]
 
@@ -209,7 +209,10 @@ class MapEnhancer:
         ``scale`` times larger, in the input's units."""
         net = self._require_fitted()
         stack, single = as_image_stack(images, name="images", min_size=4)
-        check_scale(self.scale)
+        if stack.min() < 0:
+            raise InvalidInputError(
+                "images: negative values; pass non-negative intensities (counts, counts/s)."
+            )
         x, scl = network_input(stack)
         dev = torch.device("cuda" if accelerator(self.device) == "gpu" else "cpu")
         net = net.to(dev)
@@ -243,11 +246,6 @@ class MapEnhancer:
         """
         self._require_fitted()
         if not is_signal(images):
-            arr = np.asarray(images)
-            if arr.size and np.nanmin(arr) < 0:
-                raise InvalidInputError(
-                    "images: negative values; pass non-negative intensities (counts, counts/s)."
-                )
             return self.enhance_array(images)
         return self.enhance_signal(images)
 
@@ -260,10 +258,7 @@ class MapEnhancer:
             )
         data = np.asarray(signal.data, dtype=np.float32)
         h, w = data.shape[-2:]
-        flat = data.reshape(-1, h, w)
-        if flat.size and np.nanmin(flat) < 0:
-            raise InvalidInputError("the signal holds negative values; images must be >= 0.")
-        res = self.enhance_array(flat)
+        res = self.enhance_array(data.reshape(-1, h, w))
         res = res.reshape(data.shape[:-2] + res.shape[-2:])
         out = signal._deepcopy_with_new_data(res)
         out.get_dimensions_from_data()

@@ -1,8 +1,8 @@
 """The enhancer's networks: 2D image in, 2D image out, on the fine grid.
 
-Every network takes ``(B, 2, h, w)``: the image, normalised by its robust scale, and a
-constant channel holding its estimated noise level (:func:`n2s_eds.imaging.enhancer.noise_level`),
-so that one set of weights serves images of any dose. It returns ``(B, 1, h * scale, w * scale)``:
+Every network takes ``(B, 2, h, w)``: the image, normalised by its robust scale, and a map
+of its estimated noise level (:func:`n2s_eds.imaging.training.network_input`), so that one set
+of weights serves images of any dose. It returns ``(B, 1, h * scale, w * scale)``:
 the bicubic up-sampling of the image plus a learned correction (a global residual), so an
 untrained network starts at bicubic interpolation.
 

@@ -13,17 +13,14 @@ involved, and each figure's canvas is released after saving.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..metrics.reference import psnr as _psnr
-from .compare import PSNR_CAP_DB
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from .compare import ComparisonReport
 
 __all__ = ["difference_histograms", "gallery", "gallery_rows"]
 
@@ -44,7 +41,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def difference_histograms(report: ComparisonReport, category: str, path: str | Path) -> Path:
+def difference_histograms(report: Any, category: str, path: str | Path) -> Path:
     """Histograms of reference minus baseline PSNR (left) and SSIM (right) over the images of
     ``category``, one histogram per baseline, with a line at zero. Returns ``path``."""
     idx = report.indices(category)
@@ -66,7 +63,7 @@ def difference_histograms(report: ComparisonReport, category: str, path: str | P
     return _save(fig, path)
 
 
-def gallery_rows(report: ComparisonReport, category: str, n_examples: int = 2) -> list[int]:
+def gallery_rows(report: Any, category: str, n_examples: int = 2) -> list[int]:
     """Image positions shown by :func:`gallery`: the ``n_examples`` with the largest and the
     ``n_examples`` with the smallest PSNR change (reference minus the best baseline, by mean
     PSNR in the category), largest change first; all images of the category, sorted, when
@@ -83,7 +80,7 @@ def gallery_rows(report: ComparisonReport, category: str, n_examples: int = 2) -
 
 
 def gallery(
-    report: ComparisonReport,
+    report: Any,
     category: str,
     path: str | Path,
     *,
@@ -115,7 +112,9 @@ def gallery(
                 img = report.inputs[i]
                 title = "input"
                 if img.shape == truth.shape:
-                    title += f"\n{min(_psnr(truth, img, data_range=hi - lo), PSNR_CAP_DB):.2f} dB"
+                    title += (
+                        f"\n{min(_psnr(truth, img, data_range=hi - lo), report.psnr_cap):.2f} dB"
+                    )
                 else:
                     title += f" {img.shape[0]}x{img.shape[1]}"
             elif method == "truth":

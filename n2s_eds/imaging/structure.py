@@ -24,6 +24,7 @@ from .validation import as_image_stack
 
 __all__ = [
     "StructureExcess",
+    "checked_image",
     "edge_and_texture_excess",
     "edge_positions",
     "edge_straightness",
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-def _image(x: Any, name: str, min_size: int = 7) -> np.ndarray:
+def checked_image(x: Any, name: str, min_size: int = 7) -> np.ndarray:
     """One checked 2D image as float64 (:func:`as_image_stack` does the checks)."""
     stack, single = as_image_stack(x, name=name, min_size=min_size)
     if not single:
@@ -116,8 +117,8 @@ def edge_and_texture_excess(
     StructureExcess
         All zero for ``estimate = truth``.
     """
-    t = _image(truth, "truth", min_size=3)
-    e = _image(estimate, "estimate", min_size=3)
+    t = checked_image(truth, "truth", min_size=3)
+    e = checked_image(estimate, "estimate", min_size=3)
     if e.shape != t.shape:
         raise InvalidInputError(f"estimate {e.shape} and truth {t.shape} differ in shape.")
     rng = float(t.max() - t.min()) or 1.0
@@ -213,7 +214,7 @@ def edge_positions(image: Any, *, level: float | None = None) -> tuple[np.ndarra
         right quarters of the image; where a row crosses the level several times in that
         direction, the steepest crossing is taken.
     """
-    a = _image(image, "image", min_size=2)
+    a = checked_image(image, "image", min_size=2)
     if level is None:
         mid = float(np.mean(np.percentile(a, [1, 99])))
         below, above = a[a < mid], a[a >= mid]

@@ -5,7 +5,7 @@ random clean image, a random flip and quarter turn, degraded by
 :func:`~n2s_eds.imaging.ablation.virtual_ablation` with settings drawn around the given ones
 (dose over a decade, spot size, flicker and washout varied), so that one network serves
 images of any dose. :func:`network_input` turns a degraded image into the network's two input
-channels (the image over its robust scale, and its noise level); the clean target is divided
+channels (the image over its robust scale, and a map of its noise level); the clean target is divided
 by the same scale. :class:`EnhancerModule` wires network, loss and optimiser.
 """
 
@@ -57,13 +57,18 @@ def noise_level(normalised: np.ndarray) -> np.ndarray:
 def network_input(images: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     """The network's ``(n, 2, h, w)`` input of a ``(n, h, w)`` stack, and the scales used.
 
-    Channel 0 is the image divided by :func:`robust_scale`; channel 1 is constant, the
-    :func:`noise_level` of channel 0.
+    Channel 0 is the image divided by :func:`robust_scale`. Channel 1 is the estimated
+    noise standard deviation of every pixel: counting noise grows as the square root of the
+    signal, so the image's :func:`noise_level` is spread over the pixels as
+    ``sigma * sqrt(local mean / image mean)`` (local mean: Gaussian, sigma 2 px).
     """
     scale = robust_scale(images)
     norm = images / scale[:, None, None]
     sigma = noise_level(norm)
-    x = np.stack([norm, np.broadcast_to(sigma[:, None, None], norm.shape)], axis=1)
+    local = np.stack([ndimage.gaussian_filter(im, 2.0, mode="reflect") for im in norm])
+    mean = np.maximum(norm.mean(axis=(1, 2)), 1e-6)[:, None, None]
+    noise = sigma[:, None, None] * np.sqrt(np.clip(local, 0.0, None) / mean)
+    x = np.stack([norm, noise], axis=1)
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), scale
 
 
