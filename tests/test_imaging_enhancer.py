@@ -217,4 +217,27 @@ def test_shipped_weights_are_package_data_with_a_model_card() -> None:
     total = sum(p.stat().st_size for p in folder.glob("*.pt"))
     assert total < 30e6
     card = (folder / "MODEL_CARD.md").read_text()
-    assert "enhancer_x1.pt" in card and "virtual ablation" in card.lower()
+    assert "enhancer_x1.pt" in card and "virtual_ablation" in card
+
+
+def test_textures_are_seeded_normalised_and_varied() -> None:
+    from n2s_eds.imaging.textures import texture_image, texture_images
+
+    ims = texture_images(range(12), size=32)
+    assert all(im.shape == (32, 32) and im.dtype == np.float32 for im in ims)
+    assert all(im.min() == 0.0 and im.max() == pytest.approx(1.0) for im in ims)
+    np.testing.assert_array_equal(texture_image(5, 32), ims[5])
+    assert not np.array_equal(ims[0], ims[1])
+    # some are grains (few distinct levels), some smooth fields (many)
+    levels = [len(np.unique(np.round(im, 2))) for im in ims]
+    assert min(levels) < 30 < max(levels)
+
+
+def test_vary_settings_takes_per_image_values_as_one() -> None:
+    from n2s_eds.imaging.ablation import CLINKER_SETTINGS
+    from n2s_eds.imaging.training import vary_settings
+
+    s = vary_settings(CLINKER_SETTINGS, np.random.default_rng(0))
+    assert np.ndim(s.counts_per_unit) == 0 and np.ndim(s.dwell_s) == 0
+    out = virtual_ablation(discs(32), **dataclasses.asdict(s), seed=0)
+    assert out.shape == (32, 32)

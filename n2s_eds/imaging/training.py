@@ -74,10 +74,15 @@ def network_input(images: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
 
 def vary_settings(settings: AblationSettings, rng: np.random.Generator) -> AblationSettings:
     """``settings`` with the dose drawn log-uniformly over x0.25 to x4, the spot size over
-    x0.75 to x1.33, flicker over 0 to x2 and the washout over 0 to x2 of the given values."""
+    x0.75 to x1.33, flicker over 0 to x2 and the washout over 0 to x2 of the given values.
+    Per-image values (``dwell_s``, ``counts_per_unit`` of a stack) enter by their geometric
+    mean: a training pair is one image."""
+    dose = float(np.exp(np.mean(np.log(np.atleast_1d(settings.counts_per_unit)))))
+    dwell = float(np.exp(np.mean(np.log(np.atleast_1d(settings.dwell_s)))))
     return dataclasses.replace(
         settings,
-        counts_per_unit=float(settings.counts_per_unit) * math.exp(rng.uniform(-1.386, 1.386)),
+        counts_per_unit=dose * math.exp(rng.uniform(-1.386, 1.386)),
+        dwell_s=dwell,
         spot_um=float(settings.spot_um) * math.exp(rng.uniform(-0.288, 0.288)),
         flicker=float(settings.flicker) * rng.uniform(0.0, 2.0),
         washout_s=float(settings.washout_s) * rng.uniform(0.0, 2.0),
