@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 _LANCZOS_A = 3
+#: Smallest side BM3D's block matching takes; smaller images are mirror-padded to it.
+BM3D_MIN_SIDE = 16
 _BM3D_ADVICE = (
     'bm3d_image needs the optional `bm3d` package: pip install "n2s-eds[bm3d]" (free for '
     "non-commercial use only, see its licence)."
@@ -286,9 +288,12 @@ def bm3d_image(images: Any, sigma: float | Sequence[float], scale: int = 1) -> n
     sig = np.broadcast_to([_non_negative_number("sigma", v) for v in sig], (len(stack),))
     bm3d = _load_bm3d()
     out = stack.astype(np.float64)
+    h, w = out.shape[1:]
+    pad = ((0, max(BM3D_MIN_SIDE - h, 0)), (0, max(BM3D_MIN_SIDE - w, 0)))
     for i, sd in enumerate(sig):
-        if sd > 0:
-            out[i] = np.asarray(bm3d.bm3d(out[i], sigma_psd=float(sd)), dtype=np.float64)
+        if sd > 0:  # images under BM3D's block size are mirror-padded, then cropped
+            z = np.pad(out[i], pad, mode="symmetric")
+            out[i] = np.asarray(bm3d.bm3d(z, sigma_psd=float(sd)), dtype=np.float64)[:h, :w]
     return restore_shape(_upsample_stack(out, s, "bicubic").astype(np.float32), single)
 
 
