@@ -43,6 +43,7 @@ __all__ = [
     "package_version",
     "model_description",
     "write_model_file",
+    "read_payload",
     "read_model_file",
     "load_weights",
     "model_name",
@@ -123,6 +124,30 @@ def write_model_file(
     return path
 
 
+def read_payload(
+    path: str | os.PathLike, what: str = "model", maker: str = "Denoiser.save()"
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The parsed JSON description and the tensors of a file written by
+    :func:`write_model_file`, read with ``weights_only=True``; not yet checked.
+
+    Raises
+    ------
+    InvalidInputError
+        When the file is missing or unreadable (``what`` and ``maker`` name it in the message).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{what} file {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return json.loads(payload["description"]), payload["state_dict"]
+    except Exception as exc:
+        raise InvalidInputError(
+            f"{str(path)!r} is not a readable n2s_eds {what} file ({type(exc).__name__}: "
+            f"{exc}); it may be truncated or not made by {maker}"
+        ) from None
+
+
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The description and the tensors of a model file, checked.
 
@@ -132,18 +157,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         When the file is missing, truncated, not a model file, or of a newer
         format than this version reads (the message names the format).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"model file {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        desc = json.loads(payload["description"])
-        state = payload["state_dict"]
-    except Exception as exc:
-        raise InvalidInputError(
-            f"{str(path)!r} is not a readable n2s_eds model file ({type(exc).__name__}: "
-            f"{exc}); it may be truncated or not made by Denoiser.save()"
-        ) from None
+    desc, state = read_payload(path)
     if not isinstance(desc, dict) or desc.get("format") != MODEL_FORMAT:
         raise InvalidInputError(f"{str(path)!r} is not an n2s_eds model file")
     if desc.get("format_version", 0) > MODEL_FORMAT_VERSION:

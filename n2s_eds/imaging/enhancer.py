@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from ..exceptions import InvalidInputError
 from ..io.signals import is_signal
-from ..serialization import package_version, write_model_file
+from ..serialization import package_version, read_payload, write_model_file
 from ..training import accelerator, interactive_output, quiet_lightning
 from .ablation import AblationSettings
 from .losses import LossWeights
@@ -323,16 +322,7 @@ class MapEnhancer:
             Missing, truncated or foreign files, or weights that do not fit.
         """
         path = Path(path)
-        if not path.is_file():
-            raise InvalidInputError(f"enhancer file {str(path)!r} does not exist")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            desc = json.loads(payload["description"])
-            state = payload["state_dict"]
-        except Exception as exc:
-            raise InvalidInputError(
-                f"{str(path)!r} is not a readable enhancer file ({type(exc).__name__}: {exc})"
-            ) from None
+        desc, state = read_payload(path, "enhancer", "MapEnhancer.save()")
         if not isinstance(desc, dict) or desc.get("format") != ENHANCER_FORMAT:
             raise InvalidInputError(
                 f"{str(path)!r} is not an n2s_eds enhancer file (made by MapEnhancer.save)"
