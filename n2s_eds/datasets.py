@@ -26,6 +26,8 @@ REAL_FILES: dict[str, str] = {
     "velox_20frames": "velox_superx_frames_detectors/fei_SI_SuperX-HAADF_20frames_10x50.emd",
     "velox_4detectors": "velox_superx_frames_detectors/fei_SI_EDS-HAADF-4detectors_2frames.emd",
     "bruker_sem_50x50": "bruker_sem_50x50/bcf_v2_50x50px.bcf",
+    "eels_cuzn_si_haadf_image": "eels_cuzn_si_haadf/CuZn_HAADF.hspy",
+    "laicpms_clinker_area1": "laicpms_clinker_area1/area1_cps_lines.npz",
 }
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_data
 from scipy.ndimage import gaussian_filter
 
-from n2s_eds.datasets import data_dir
 from n2s_eds.exceptions import InvalidInputError
 from n2s_eds.imaging.clinker import (
     PHASES,
@@ -26,13 +25,7 @@ from n2s_eds.imaging.clinker import (
 
 def _clinker_folder() -> Path:
     """The clinker data folder; skip when absent, except on CI where absence fails."""
-    path = data_dir() / "laicpms_clinker_area1"
-    if not path.is_dir():
-        message = f"real data folder {path} is absent (set N2S_EDS_DATA to the data folder)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_data("laicpms_clinker_area1").parent
 
 
 @pytest.fixture(scope="module")

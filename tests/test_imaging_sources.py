@@ -19,7 +19,7 @@ from n2s_eds.imaging.sources import (
     split_manifest,
 )
 
-#: Real files the dataset reads (the EELS HAADF is not among REAL_FILES; it is optional here).
+#: Real files the dataset reads.
 REAL = (
     "bruker_sem_30x30_highcount",
     "bruker_sem_50x50",
@@ -29,6 +29,7 @@ REAL = (
     "fept_core_shell_tem",
     "velox_20frames",
     "velox_4detectors",
+    "eels_cuzn_si_haadf_image",
 )
 
 

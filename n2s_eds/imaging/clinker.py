@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import data_dir
+from ..datasets import data_path
 from ..exceptions import InvalidInputError
 from .validation import as_image_stack
 
@@ -53,7 +53,7 @@ _MASK_SHAPE, _MASK_FIRST_POINT, _MASK_COLUMNS_PER_LINE = (519, 344), 140, 7
 
 
 def _folder(folder: str | Path | None) -> Path:
-    path = Path(folder) if folder is not None else data_dir() / FOLDER
+    path = Path(folder) if folder is not None else data_path(FOLDER).parent
     if not path.is_dir():
         raise FileNotFoundError(
             f"the LA-ICP-MS clinker data folder {path} is absent; set N2S_EDS_DATA to the shared "

@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..datasets import data_dir, data_path
+from ..datasets import REAL_FILES, data_path
 from ..exceptions import InvalidInputError
 from ..preprocess import detector_fwhm_kev
 
@@ -80,7 +80,6 @@ TEST_ACQUISITIONS: tuple[str, ...] = ("bruker_sem_30x30_highcount", "bruker_sem_
 #: X-ray lines of the element maps of files whose metadata names none.
 ELEMENT_LINES = {"sio2_particles_stem_haadf": ("O_Ka", "Si_Ka", "Cu_Ka")}
 
-_EELS_HAADF = "eels_cuzn_si_haadf/CuZn_HAADF.hspy"
 #: Real acquisitions with electron images, and with element maps, by split.
 _ELECTRON = {
     "train": ("sio2_particles_stem_haadf", "bruker_stem_haadf_lowcount", "eels_cuzn_si_haadf",
@@ -292,10 +291,9 @@ def simulated_maps(seeds: Iterable[int], size: int = SIM_SIZE) -> list[CleanImag
 
 def _paths(acquisition: str, electron: bool = False) -> Path:
     """The file of an acquisition's spectrum image, or (``electron``) of its electron image."""
-    if acquisition == "eels_cuzn_si_haadf":
-        return data_dir() / _EELS_HAADF
-    if electron and acquisition == "sio2_particles_stem_haadf":
-        return data_path("sio2_particles_stem_haadf_image")
+    image = f"{acquisition}_image"
+    if image in REAL_FILES and (electron or acquisition not in REAL_FILES):
+        return data_path(image)
     return data_path(acquisition)
 
 
@@ -367,7 +365,7 @@ def electron_images(acquisitions: Sequence[str] | None = None) -> list[CleanImag
     Parameters
     ----------
     acquisitions : sequence of str, optional
-        Short names (:data:`~n2s_eds.datasets.REAL_FILES` keys or ``"eels_cuzn_si_haadf"``);
+        Short names (:data:`~n2s_eds.datasets.REAL_FILES` keys, without the ``_image`` suffix);
         all those of the split when ``None``. Absent files are skipped.
 
     Returns
