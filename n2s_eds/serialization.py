@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from .exceptions import InvalidInputError
+from .io.writers import atomic_file
 from .models import MODELS
 from .module import N2SModule
 from .options import MaskingOptions, ProcessingOptions, TrainingOptions
@@ -113,14 +113,8 @@ def write_model_file(
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -9,8 +9,6 @@ before any work; the output is written to a temporary file and renamed.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import numpy as np
 from ..exceptions import InvalidInputError
 from ..io import save
 from ..io.signals import is_signal
+from ..io.writers import atomic_file
 
 __all__ = ["add_enhance_parser", "run_enhance", "read_images", "write_images"]
 
@@ -83,9 +82,7 @@ def write_images(result: Any, path: Path) -> Path:
             result = hs.signals.Signal2D(result)
         return save(result, path, overwrite=True)
     data = np.asarray(getattr(result, "data", result), dtype=np.float32)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path, suffix) as tmp:
         if suffix == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, data)
@@ -93,10 +90,6 @@ def write_images(result: Any, path: Path) -> Path:
             import tifffile
 
             tifffile.imwrite(tmp, data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

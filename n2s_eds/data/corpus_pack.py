@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..exceptions import InvalidInputError
 from ..io import check_spectrum_image, load, match_guide
+from ..io.writers import atomic_file
 from ..preprocess import (
     EnergyWindow,
     beam_energy_kev,
@@ -413,9 +413,7 @@ def pack_corpus(
         raise InvalidInputError(f"energy_tolerance must be >= 0, got {energy_tolerance}")
     e0, scale, n = _common_channels(srcs, float(energy_tolerance))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = CORPUS_FORMAT
             f.attrs["format_version"] = CORPUS_FORMAT_VERSION
@@ -443,9 +441,5 @@ def pack_corpus(
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a corpus is shared data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     _log.info("packed %d cubes (%d channels from %.3f keV) into %s", len(srcs), n, e0, path)
     return path

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,27 @@ import numpy as np
 from ..exceptions import InvalidInputError
 from .signals import is_signal
 
-__all__ = ["save", "result_signal"]
+__all__ = ["atomic_file", "save", "result_signal"]
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside ``path`` to write into; renamed onto ``path`` when the block
+    ends without an error, removed in every case, so ``path`` is never half-written.
+
+    ``suffix`` is the temporary file's extension, for writers that choose the format by it.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def save(
