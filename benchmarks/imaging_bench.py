@@ -66,6 +66,16 @@ def training_images(train) -> tuple[list[np.ndarray], list[float]]:
     return images, weights
 
 
+def load_model(name: str, scale: int):
+    """The enhancer ``name`` for ``scale``: the shipped weights for ``"shipped"``, else the
+    model file ``train`` wrote."""
+    from n2s_eds.imaging import MapEnhancer
+
+    if name == "shipped":
+        return MapEnhancer.pretrained(scale)
+    return MapEnhancer.load(model_path(name, scale))
+
+
 def model_path(name: str, scale: int) -> Path:
     return CACHE / f"{name}_x{scale}.pt"
 
@@ -88,14 +98,9 @@ def cmd_train(ns: argparse.Namespace) -> None:
 
 
 def cmd_predict(ns: argparse.Namespace) -> None:
-    from n2s_eds.imaging import MapEnhancer
-
     torch.set_num_threads(ns.threads)
     test, inputs = degraded_test_set(ns.scale)
-    if ns.name == "shipped":
-        enh = MapEnhancer.pretrained(ns.scale)
-    else:
-        enh = MapEnhancer.load(model_path(ns.name, ns.scale))
+    enh = load_model(ns.name, ns.scale)
     t0 = time.perf_counter()
     preds = [enh.enhance(x) for x in inputs]
     seconds = time.perf_counter() - t0
@@ -185,18 +190,17 @@ def cmd_report(ns: argparse.Namespace) -> None:
 
 def clinker_rows(name: str) -> list[dict]:
     """The real clinker scan enhanced by the x1 model ``name``: contrast and noise per isotope."""
-    from n2s_eds.imaging import MapEnhancer
     from n2s_eds.imaging.clinker import clinker_report, phase_masks, read_clinker
 
     raw = read_clinker()
-    enh = MapEnhancer.pretrained(1) if name == "shipped" else MapEnhancer.load(model_path(name, 1))
+    enh = load_model(name, 1)
     rep = clinker_report(raw, enh.enhance(raw), phase_masks())
     return [{"isotope": k, **v} for k, v in rep.items()]
 
 
 def structure_rows(name: str) -> list[dict]:
     """Invented structure on a straight edge beside flat regions, three seeds, x1 and x2."""
-    from n2s_eds.imaging import AblationSettings, MapEnhancer, virtual_ablation
+    from n2s_eds.imaging import AblationSettings, virtual_ablation
     from n2s_eds.imaging.baselines import upsample
     from n2s_eds.imaging.structure import (
         edge_and_texture_excess,
@@ -207,10 +211,9 @@ def structure_rows(name: str) -> list[dict]:
     settings = dataclasses.asdict(AblationSettings())
     rows = []
     for scale in (1, 2):
-        path = model_path(name, scale)
-        if name != "shipped" and not path.exists():
+        if name != "shipped" and not model_path(name, scale).exists():
             continue
-        enh = MapEnhancer.pretrained(scale) if name == "shipped" else MapEnhancer.load(path)
+        enh = load_model(name, scale)
         for seed, angle in enumerate((0.0, 20.0, -35.0)):
             clean = straight_edge_image((64, 64), angle_deg=angle, low=0.2, high=0.8)
             noisy = virtual_ablation(clean, **settings, scale=scale, seed=[77, seed])
@@ -227,10 +230,9 @@ def structure_rows(name: str) -> list[dict]:
 def speed_rows(name: str) -> list[dict]:
     """Seconds to enhance the 11 clinker images (50 x 700) and one 512 x 512 image at x1
     (best of three, after one warm-up), with the threads set by ``--threads``."""
-    from n2s_eds.imaging import MapEnhancer
     from n2s_eds.imaging.clinker import read_clinker
 
-    enh = MapEnhancer.pretrained(1) if name == "shipped" else MapEnhancer.load(model_path(name, 1))
+    enh = load_model(name, 1)
     cases = {
         "clinker 11 x 50 x 700": np.asarray(read_clinker().data, np.float32),
         "one 512 x 512": np.random.default_rng(0).poisson(20.0, (512, 512)).astype(np.float32),
