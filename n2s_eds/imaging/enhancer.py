@@ -153,16 +153,7 @@ class MapEnhancer:
             for s in stack:
                 lo, hi = float(s.min()), float(s.max())
                 clean.append((s - lo) / (hi - lo) if hi > lo else np.zeros_like(s))
-        torch.manual_seed(self.seed)
-        net = build_network(self.architecture, self.scale)
-        module = EnhancerModule(net, self.loss, lr=self.lr, max_steps=self.steps)
-        if weights is not None and np.shape(weights) != (len(clean),):
-            raise InvalidInputError(
-                f"weights: one value per image ({len(clean)}), got shape {np.shape(weights)}."
-            )
-        if weights is not None and (np.min(weights) < 0 or np.sum(weights) <= 0):
-            raise InvalidInputError("weights must be non-negative and not all zero.")
-        data = AblationPairs(
+        data = AblationPairs(  # checks the weights before the network is built
             clean,
             self.settings,
             scale=self.scale,
@@ -170,6 +161,9 @@ class MapEnhancer:
             seed=self.seed,
             weights=weights,
         )
+        torch.manual_seed(self.seed)
+        net = build_network(self.architecture, self.scale)
+        module = EnhancerModule(net, self.loss, lr=self.lr, max_steps=self.steps)
         loader = DataLoader(data, batch_size=self.batch_size, num_workers=0)
         trainer = L.Trainer(
             max_steps=self.steps,

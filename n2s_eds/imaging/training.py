@@ -23,6 +23,7 @@ from skimage.restoration import estimate_sigma
 from torch import nn
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..exceptions import InvalidInputError
 from .ablation import AblationSettings, virtual_ablation
 from .losses import EnhancerLoss, LossWeights
 
@@ -137,7 +138,10 @@ class AblationPairs(IterableDataset):
         self.vary = vary
         p = np.ones(len(self.images)) if weights is None else np.asarray(weights, float)
         if p.shape != (len(self.images),) or not np.all(p >= 0) or p.sum() <= 0:
-            raise ValueError("weights: one non-negative value per image, not all zero")
+            raise InvalidInputError(
+                f"weights: one non-negative value per image ({len(self.images)}), not all "
+                f"zero; got shape {p.shape}."
+            )
         self.p = p / p.sum()
 
     def crop(self, rng: np.random.Generator) -> np.ndarray:
