@@ -50,7 +50,15 @@ from .physics import (
     mass_fractions,
 )
 
-__all__ = ["PHANTOM_ELEMENTS", "PHANTOM_LAYOUTS", "Phantom", "phantom", "phantom_maps"]
+__all__ = [
+    "PHANTOM_ELEMENTS",
+    "PHANTOM_LAYOUTS",
+    "Phantom",
+    "PhaseLabels",
+    "phantom",
+    "phantom_maps",
+    "phantom_phases",
+]
 
 #: Elements present in the phantoms of each kind.
 PHANTOM_ELEMENTS: dict[str, tuple[str, ...]] = {
@@ -181,6 +189,61 @@ def phantom_maps(
     shape = (int(shape[0]), int(shape[1]))
     phases, mass, _ = _composition(kind, layout, shape, np.random.default_rng(seed))
     return mass, {phase.name: amount for phase, amount in phases}
+
+
+class PhaseLabels(NamedTuple):
+    """The exact phase label image of a phantom.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        (Y, X) int64: at every pixel the index into ``names`` of its phase.
+    names : tuple of str
+        The phase names, in the order of the phantom's ``metadata.Simulation.phases``.
+    """
+
+    labels: np.ndarray
+    names: tuple[str, ...]
+
+
+def phantom_phases(
+    kind: str = "tem",
+    shape: tuple[int, int] = (64, 64),
+    *,
+    seed: int | None = 0,
+    layout: str = "core_shell",
+) -> PhaseLabels:
+    """The exact phase label image of :func:`phantom` (same kind, shape, seed, layout).
+
+    Rule for mixed pixels: a pixel takes the phase with the largest projected mass
+    in it (density x thickness for TEM, density x area fraction for SEM). The TEM
+    carbon support film lies under everything, so it is the label only where no
+    other phase lies at all (every other phase's amount exactly 0); ties go to the
+    phase listed first.
+
+    Returns
+    -------
+    PhaseLabels
+        ``(labels, names)``: the (Y, X) int64 label image and the phase names.
+
+    Examples
+    --------
+    >>> from n2s_eds.simulate import phantom_phases
+    >>> labels, names = phantom_phases("tem", shape=(32, 32), seed=0)
+    >>> names
+    ('amorphous carbon', 'FePt', 'Fe3O4')
+    >>> labels.shape
+    (32, 32)
+    """
+    _check_inputs(kind, 1.0, shape, 8, 1.0, 1.0, layout)
+    shape = (int(shape[0]), int(shape[1]))
+    phases, _, _ = _composition(kind, layout, shape, np.random.default_rng(seed))
+    names = tuple(phase.name for phase, _ in phases)
+    mass = np.stack([phase.density * np.asarray(amount, np.float64) for phase, amount in phases])
+    if kind == "tem":
+        film = names.index(_CARBON_FILM.name)
+        mass[film] = np.where((np.delete(mass, film, axis=0) > 0).any(axis=0), -1.0, 1.0)
+    return PhaseLabels(np.argmax(mass, axis=0).astype(np.int64), names)
 
 
 def _check_inputs(
