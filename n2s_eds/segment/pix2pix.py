@@ -35,7 +35,7 @@ class PatchDiscriminator(nn.Module):
     """Judges overlapping patches (receptive field 34 px) of (input, image) pairs.
 
     Input ``(B, in_channels, H, W)``: the generator's two input channels and one image
-    (clean or generated); output ``(B, 1, H/4 - 1, W/4 - 1)`` logits, one per patch.
+    (clean or generated); output ``(B, 1, H/4 - 2, W/4 - 2)`` logits, one per patch.
     """
 
     def __init__(self, in_channels: int = 3, width: int = 32) -> None:
