@@ -70,9 +70,7 @@ def test_save_load_roundtrip(tem, fitted, tmp_path) -> None:
     path = seg.save(tmp_path / "seg.pt")
     again = Segmenter.load(path)
     assert again.phase_names == names and again.channel_names == seg.channel_names
-    np.testing.assert_array_equal(
-        again.predict_proba(ph.noisy), seg.predict_proba(ph.noisy)
-    )
+    np.testing.assert_array_equal(again.predict_proba(ph.noisy), seg.predict_proba(ph.noisy))
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(InvalidInputError, match="not a readable"):
         Segmenter.load(tmp_path / "junk.pt")

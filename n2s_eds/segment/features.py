@@ -18,7 +18,7 @@ import numpy as np
 from ..exceptions import InvalidInputError
 from ..io.guide import match_guide
 from ..io.signals import describe_signal, is_signal, signal_dims
-from ..io.validation import check_spectrum_image
+from ..io.validation import NonIntegerCountsWarning, check_spectrum_image
 
 __all__ = ["ScanChannels", "scan_channels", "element_maps", "is_image", "is_image_stack"]
 
@@ -88,7 +88,9 @@ def element_maps(signal: Any) -> tuple[tuple[str, ...], np.ndarray]:
     InvalidInputError
         Not a spectrum image, or no elements or lines in its metadata.
     """
-    check_spectrum_image(signal, min_size=2)
+    with warnings.catch_warnings():  # denoised (non-integer) cubes are welcome here
+        warnings.simplefilter("ignore", NonIntegerCountsWarning)
+        check_spectrum_image(signal, min_size=2)
     if not hasattr(signal, "get_lines_intensity"):
         raise InvalidInputError(
             f"{describe_signal(signal)} is not an EDS signal: convert it with "

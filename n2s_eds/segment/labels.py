@@ -1,4 +1,5 @@
-"""Phase labels: checking them, reading and writing label images, drawing sparse labels.
+"""Phase labels: checking them, reading and writing label images, drawing sparse labels,
+and the phase-map signal every method returns (:func:`phase_signal`).
 
 A label array is ``(Y, X)`` integers: ``k >= 0`` marks a pixel of phase ``k`` and ``-1`` an
 unlabelled pixel. In label image files (PNG, TIFF) ``0`` is unlabelled and ``k`` is phase
@@ -16,7 +17,15 @@ import numpy as np
 from ..exceptions import InvalidInputError
 from ..io.writers import atomic_file
 
-__all__ = ["UNLABELLED", "check_labels", "read_labels", "write_labels", "sample_labels"]
+__all__ = [
+    "UNLABELLED",
+    "check_labels",
+    "read_labels",
+    "write_labels",
+    "sample_labels",
+    "scan_axes",
+    "phase_signal",
+]
 
 #: The value of an unlabelled pixel in a label array.
 UNLABELLED = -1
@@ -123,6 +132,10 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     return image.astype(np.int64) - 1
 
 
+def _image_dtype(arr: np.ndarray) -> type:
+    return np.uint8 if arr.max() < 255 else np.uint16
+
+
 def write_labels(path: str | os.PathLike, labels: Any) -> Path:
     """Write labels (``-1`` unlabelled) as a PNG/TIFF label image (``0`` unlabelled, ``k``
     for phase ``k - 1``) or a ``.npy`` array, atomically. Returns the path."""
@@ -136,11 +149,16 @@ def write_labels(path: str | os.PathLike, labels: Any) -> Path:
     with atomic_file(path, suffix=suffix) as tmp:
         if suffix == ".npy":
             np.save(tmp, arr)
-        else:
+        elif suffix == ".png":
             from skimage.io import imsave
 
-            dtype = np.uint8 if arr.max() < 255 else np.uint16
-            imsave(tmp, (arr + 1).astype(dtype), check_contrast=False)
+            imsave(tmp, (arr + 1).astype(_image_dtype(arr)), check_contrast=False)
+        else:
+            import tifffile
+
+            # greyscale said explicitly: a first axis of 3 or 4 rows is otherwise taken for
+            # colour samples
+            tifffile.imwrite(tmp, (arr + 1).astype(_image_dtype(arr)), photometric="minisblack")
     return path
 
 
@@ -178,4 +196,36 @@ def sample_labels(
         idx = np.flatnonzero(flat == k)
         m = min(len(idx), max(int(min_per_phase), int(round(fraction * len(idx)))))
         out.ravel()[rng.choice(idx, m, replace=False)] = k
+    return out
+
+
+def scan_axes(signal: Any) -> list[dict[str, Any]]:
+    """(y, x) axis dictionaries of a scan: a spectrum image's navigation axes or an image's
+    signal axes."""
+    am = signal.axes_manager
+    axes = am.signal_axes if am.signal_dimension == 2 else am.navigation_axes
+    x, y = axes[0], axes[1]
+    return [
+        {"name": a.name, "size": a.size, "scale": a.scale, "offset": a.offset, "units": a.units}
+        for a in (y, x)
+    ]
+
+
+def phase_signal(
+    signal: Any,
+    phases: np.ndarray,
+    phase_names: Any,
+    provenance: dict[str, Any],
+    *,
+    how: str | None = None,
+) -> Any:
+    """A ``Signal2D`` of int64 phase indices on ``signal``'s scan axes, titled "Phases of
+    <title> (<how>)", with the phase names and ``provenance`` in ``metadata.Segmentation``."""
+    from hyperspy.signals import Signal2D
+
+    out = Signal2D(np.asarray(phases).astype(np.int64), axes=scan_axes(signal))
+    title = signal.metadata.get_item("General.title", "") or "scan"
+    out.metadata.General.title = f"Phases of {title}" + (f" ({how})" if how else "")
+    out.metadata.Signal.quantity = "Phase index"
+    out.metadata.set_item("Segmentation", {**provenance, "phase_names": list(phase_names)})
     return out

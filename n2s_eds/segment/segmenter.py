@@ -29,11 +29,11 @@ from ..exceptions import InvalidInputError
 from ..serialization import package_version, read_payload, write_model_file
 from ..training import accelerator, interactive_output, quiet_lightning
 from .features import scan_channels
-from .labels import check_labels, read_labels
+from .labels import check_labels, phase_signal, read_labels, scan_axes
 from .networks import ENCODERS, SegmentationNet, load_encoder
 from .training import SegmenterModule, SparseLabelBatches, scan_input
 
-__all__ = ["Segmenter", "Segmentation", "SEGMENTER_FORMAT", "phase_signal"]
+__all__ = ["Segmenter", "Segmentation", "SEGMENTER_FORMAT"]
 
 SEGMENTER_FORMAT = "n2s_eds.segmenter"
 SEGMENTER_FORMAT_VERSION = 1
@@ -54,31 +54,6 @@ class Segmentation(NamedTuple):
 
     phases: Any
     probabilities: Any
-
-
-def _scan_axes(signal: Any) -> list[dict[str, Any]]:
-    """(y, x) axis dictionaries of a scan: a spectrum image's navigation axes or an image's
-    signal axes."""
-    am = signal.axes_manager
-    axes = am.signal_axes if am.signal_dimension == 2 else am.navigation_axes
-    x, y = axes[0], axes[1]
-    return [
-        {"name": a.name, "size": a.size, "scale": a.scale, "offset": a.offset, "units": a.units}
-        for a in (y, x)
-    ]
-
-
-def phase_signal(
-    signal: Any, phases: np.ndarray, phase_names: tuple[str, ...], provenance: dict[str, Any]
-) -> Any:
-    """A ``Signal2D`` of phase indices on ``signal``'s scan axes, the phase names and
-    ``provenance`` in ``metadata.Segmentation``."""
-    out = Signal2D(np.asarray(phases), axes=_scan_axes(signal))
-    title = signal.metadata.get_item("General.title", "") or "scan"
-    out.metadata.General.title = f"Phases of {title}"
-    out.metadata.Signal.quantity = "Phase index"
-    out.metadata.set_item("Segmentation", {**provenance, "phase_names": list(phase_names)})
-    return out
 
 
 class Segmenter:
@@ -280,7 +255,7 @@ class Segmenter:
         """
         proba = self.predict_proba(signal, haadf)
         phases = phase_signal(signal, proba.argmax(axis=0), self.phase_names, self.provenance())
-        axes = [{"name": "phase", "size": len(self.phase_names), "units": ""}, *_scan_axes(signal)]
+        axes = [{"name": "phase", "size": len(self.phase_names), "units": ""}, *scan_axes(signal)]
         probabilities = Signal2D(proba, axes=axes)
         probabilities.metadata.General.title = f"{phases.metadata.General.title} (probabilities)"
         probabilities.metadata.Signal.quantity = "Probability"
