@@ -27,6 +27,8 @@ installed, to TensorBoard as well (``version_N/tensorboard``; turn off with
                     [--steps N]
     n2s-eds demo [--output DIR] [--steps N] [--dose D]
     n2s-eds pack OUT.h5 IN [IN ...] [--low-kev E] [--high-kev E] [--no-guide]
+    n2s-eds enhance IN -o OUT [--scale S] [--model FILE]
+    n2s-eds segment IN --labels LABELS -o OUT [--haadf FILE] [--steps N] [--scratch]
 
 Input errors (:class:`n2s_eds.InvalidInputError`) end the command with exit
 code 2 and a one-line message, never a traceback.

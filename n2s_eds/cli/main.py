@@ -20,6 +20,7 @@ from .commands import (
 )
 from .enhance import add_enhance_parser
 from .lightning_cli import PROG, cli_main
+from .segment import add_segment_parser
 
 __all__ = ["TRAINER_COMMANDS", "build_parser", "main"]
 
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_pack)
 
     add_enhance_parser(sub)
+    add_segment_parser(sub)
     return parser
 
 

@@ -165,18 +165,18 @@ class MapEnhancer:
         net = build_network(self.architecture, self.scale)
         module = EnhancerModule(net, self.loss, lr=self.lr, max_steps=self.steps)
         loader = DataLoader(data, batch_size=self.batch_size, num_workers=0)
-        trainer = L.Trainer(
-            max_steps=self.steps,
-            accelerator=accelerator(self.device),
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=interactive_output(),
-            log_every_n_steps=max(self.steps // 20, 1),
-        )
         t0 = time.perf_counter()
         with quiet_lightning():
+            trainer = L.Trainer(
+                max_steps=self.steps,
+                accelerator=accelerator(self.device),
+                devices=1,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=interactive_output(),
+                log_every_n_steps=max(self.steps // 20, 1),
+            )
             trainer.fit(module, train_dataloaders=loader)
         self.net = module.net.cpu().eval()
         curve = module.curve

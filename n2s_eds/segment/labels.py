@@ -98,10 +98,11 @@ def check_labels(
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray:
-    """Read a label file into a ``(Y, X)`` int64 array with ``-1`` for unlabelled pixels.
+    """Read a label file into a ``(Y, X)`` array with ``-1`` for unlabelled pixels.
 
     PNG and TIFF images hold ``0`` for unlabelled and ``k`` for phase ``k - 1`` (one
-    channel: greyscale or a palette's indices). A ``.npy`` file holds the array itself.
+    channel: greyscale or a palette's indices); they come back as int64. A ``.npy`` file
+    holds the array itself, returned with its own dtype for :func:`check_labels` to check.
 
     Raises
     ------
@@ -113,7 +114,10 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
         raise InvalidInputError(f"label file {str(path)!r} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return np.asarray(np.load(path, allow_pickle=False)).astype(np.int64)
+        try:
+            return np.asarray(np.load(path, allow_pickle=False))  # checked by check_labels
+        except (OSError, ValueError) as err:
+            raise InvalidInputError(f"label file {str(path)!r} cannot be read: {err}") from None
     if suffix not in _IMAGE_SUFFIXES:
         raise InvalidInputError(
             f"label file {str(path)!r}: expected .png, .tif, .tiff or .npy, got {suffix!r}."

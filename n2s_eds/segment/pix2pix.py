@@ -145,17 +145,17 @@ def fit_pix2pix(
     data = AblationPairs(clean_images, AblationSettings(), patch=patch, seed=seed, weights=weights)
     torch.manual_seed(seed)
     module = Pix2PixModule(SmallUNet(scale=1), l1_weight=l1_weight)
-    trainer = L.Trainer(
-        max_steps=2 * steps,  # Lightning counts the steps of both optimisers
-        accelerator=accelerator(device),
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=interactive_output(),
-    )
     t0 = time.perf_counter()
     with quiet_lightning():
+        trainer = L.Trainer(
+            max_steps=2 * steps,  # Lightning counts the steps of both optimisers
+            accelerator=accelerator(device),
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=interactive_output(),
+        )
         trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=batch_size))
     enh = MapEnhancer("unet_small", 1, steps=steps, batch_size=batch_size, patch=patch, seed=seed)
     enh.net = module.generator.cpu().eval()

@@ -184,19 +184,19 @@ class Segmenter:
         )
         module = SegmenterModule(net, lr=self.lr, trunk_lr=self.trunk_lr)
         module.scan = scan_input(channels.data)  # for callbacks that follow the full map
-        trainer = L.Trainer(
-            max_steps=self.steps,
-            accelerator=accelerator(self.device),
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=interactive_output(),
-            callbacks=callbacks,
-            log_every_n_steps=max(self.steps // 20, 1),
-        )
         t0 = time.perf_counter()
         with quiet_lightning():
+            trainer = L.Trainer(
+                max_steps=self.steps,
+                accelerator=accelerator(self.device),
+                devices=1,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=interactive_output(),
+                callbacks=callbacks,
+                log_every_n_steps=max(self.steps // 20, 1),
+            )
             trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=None))
         self.net = module.net.cpu().eval()
         self.channel_names = channels.names
