@@ -142,6 +142,25 @@ def read_payload(
         ) from None
 
 
+def read_format(
+    path: str | os.PathLike, fmt: str, version: int, what: str, maker: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """:func:`read_payload` of a file whose description must name format ``fmt`` at
+    ``version`` or older (the enhancer's and the segmenter's files).
+
+    Raises
+    ------
+    InvalidInputError
+        A missing or unreadable file, another format, or a newer version.
+    """
+    desc, state = read_payload(path, what, maker)
+    if not isinstance(desc, dict) or desc.get("format") != fmt:
+        raise InvalidInputError(f"{str(path)!r} is not an n2s_eds {what} file (made by {maker})")
+    if desc.get("format_version", 0) > version:
+        raise InvalidInputError(f"{str(path)!r} needs a newer n2s_eds; upgrade to read it")
+    return desc, state
+
+
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The description and the tensors of a model file, checked.
 

@@ -30,6 +30,7 @@ __all__ = [
     "interactive_output",
     "quiet_lightning",
     "accelerator",
+    "fit_quietly",
     "held_out_pixels",
     "check_target",
     "train_on_cube",
@@ -78,6 +79,31 @@ def accelerator(device: str) -> str:
     if device == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     return {"cuda": "gpu"}.get(device, device)
+
+
+def fit_quietly(
+    module: L.LightningModule,
+    loader: Any,
+    max_steps: int,
+    device: str,
+    callbacks: list[L.Callback] | None = None,
+) -> None:
+    """Train ``module`` on ``loader`` for ``max_steps`` on one device, with no logger, no
+    checkpoints, no model summary and Lightning's info messages off (the 2D networks' fits:
+    the enhancer, the segmenter, the Pix2Pix pretraining)."""
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_steps=max_steps,
+            accelerator=accelerator(device),
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=interactive_output(),
+            callbacks=callbacks,
+            log_every_n_steps=max(max_steps // 20, 1),
+        )
+        trainer.fit(module, train_dataloaders=loader)
 
 
 def held_out_pixels(scan: tuple[int, int], fraction: float, seed: int) -> np.ndarray | None:

@@ -18,7 +18,14 @@ from ..exceptions import InvalidInputError
 from ..io import load, load_guide, save
 from .lightning_cli import PROG
 
-__all__ = ["run_denoise", "run_demo_command", "run_pack", "non_negative_int", "positive_float"]
+__all__ = [
+    "run_denoise",
+    "run_demo_command",
+    "run_pack",
+    "non_negative_int",
+    "positive_int",
+    "positive_float",
+]
 
 
 def run_denoise(ns: argparse.Namespace) -> int:
@@ -125,6 +132,13 @@ def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 

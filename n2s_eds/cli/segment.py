@@ -22,6 +22,7 @@ import numpy as np
 from ..exceptions import InvalidInputError
 from ..io import load, load_guide, save
 from ..io.signals import scan_shape_of, signal_dims
+from .commands import positive_int
 from .enhance import IMAGE_SUFFIXES, SIGNAL_SUFFIXES, read_images, write_images
 
 __all__ = ["add_segment_parser", "run_segment", "read_scan", "write_phases"]
@@ -30,13 +31,6 @@ __all__ = ["add_segment_parser", "run_segment", "read_scan", "write_phases"]
 OUTPUT_SUFFIXES = (".hspy", ".png", ".tif", ".tiff", ".npy")
 #: Probability outputs (``(n_phases, Y, X)`` float32), by extension.
 PROBABILITY_SUFFIXES = (".hspy", ".npy", ".tif", ".tiff")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_segment_parser(sub: Any) -> None:
@@ -66,7 +60,7 @@ def add_segment_parser(sub: Any) -> None:
     )
     p.add_argument("--haadf", metavar="FILE", help="image (HAADF/BSE) of the same scan")
     p.add_argument(
-        "--steps", type=_positive_int, default=100, help="training steps (default %(default)s)"
+        "--steps", type=positive_int, default=100, help="training steps (default %(default)s)"
     )
     p.add_argument(
         "--scratch",

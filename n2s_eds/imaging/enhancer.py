@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ..exceptions import InvalidInputError
 from ..io.signals import is_signal
-from ..serialization import package_version, read_payload, write_model_file
-from ..training import accelerator, interactive_output, quiet_lightning
+from ..serialization import package_version, read_format, write_model_file
+from ..training import accelerator, fit_quietly
 from .ablation import AblationSettings
 from .losses import LossWeights
 from .networks import ARCHITECTURES, build_network
@@ -166,18 +165,7 @@ class MapEnhancer:
         module = EnhancerModule(net, self.loss, lr=self.lr, max_steps=self.steps)
         loader = DataLoader(data, batch_size=self.batch_size, num_workers=0)
         t0 = time.perf_counter()
-        with quiet_lightning():
-            trainer = L.Trainer(
-                max_steps=self.steps,
-                accelerator=accelerator(self.device),
-                devices=1,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=interactive_output(),
-                log_every_n_steps=max(self.steps // 20, 1),
-            )
-            trainer.fit(module, train_dataloaders=loader)
+        fit_quietly(module, loader, self.steps, self.device)
         self.net = module.net.cpu().eval()
         curve = module.curve
         self.history = {
@@ -316,13 +304,9 @@ class MapEnhancer:
             Missing, truncated or foreign files, or weights that do not fit.
         """
         path = Path(path)
-        desc, state = read_payload(path, "enhancer", "MapEnhancer.save()")
-        if not isinstance(desc, dict) or desc.get("format") != ENHANCER_FORMAT:
-            raise InvalidInputError(
-                f"{str(path)!r} is not an n2s_eds enhancer file (made by MapEnhancer.save)"
-            )
-        if desc.get("format_version", 0) > ENHANCER_FORMAT_VERSION:
-            raise InvalidInputError(f"{str(path)!r} needs a newer n2s_eds; upgrade to read it")
+        desc, state = read_format(
+            path, ENHANCER_FORMAT, ENHANCER_FORMAT_VERSION, "enhancer", "MapEnhancer.save()"
+        )
         opts = copy.deepcopy(desc["options"])
         enh = cls(
             desc["architecture"],

@@ -114,9 +114,9 @@ class SmallUNet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = upsample(x, self.scale)
-        base = x[:, :1]
+    def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The last decoder stage's features of an input on the fine grid, on that grid
+        reflect-padded to a multiple of :attr:`multiple`, and the unpadded ``(h, w)``."""
         x, (h, w) = pad_multiple(x, self.multiple)
         skips = []
         y = self.stem(x)
@@ -126,7 +126,12 @@ class SmallUNet(nn.Module):
         for stage, skip in zip(self.up, reversed(skips[:-1]), strict=True):
             y = F.interpolate(y, size=skip.shape[-2:], mode="nearest")
             y = stage(torch.cat([y, skip], dim=1))
-        return base + self.head(y)[..., :h, :w]
+        return y, (h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = upsample(x, self.scale)
+        y, (h, w) = self.decode(x)
+        return x[:, :1] + self.head(y)[..., :h, :w]
 
 
 class LaplacianAttention(nn.Module):

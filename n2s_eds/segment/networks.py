@@ -14,12 +14,11 @@ any number of elements.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..exceptions import InvalidInputError
 from ..imaging.enhancer import MapEnhancer, shipped_enhancer_path
-from ..imaging.networks import SmallUNet, pad_multiple
+from ..imaging.networks import SmallUNet
 from ..pretrained import WEIGHTS_DIR
 
 __all__ = ["ENCODERS", "SegmentationNet", "encoder_weights_path", "load_encoder"]
@@ -79,16 +78,7 @@ class SegmentationNet(nn.Module):
                 f"the network takes (B, {self.n_channels}, 2, H, W), got {tuple(x.shape)}."
             )
         b, c = x.shape[:2]
-        t = self.trunk
-        z, (h, w) = pad_multiple(x.flatten(0, 1), t.multiple)
-        y = t.stem(z)
-        skips = []
-        for stage in t.down:
-            y = stage(y)
-            skips.append(y)
-        for stage, skip in zip(t.up, reversed(skips[:-1]), strict=True):
-            y = F.interpolate(y, size=skip.shape[-2:], mode="nearest")
-            y = stage(torch.cat([y, skip], dim=1))
+        y, (h, w) = self.trunk.decode(x.flatten(0, 1))
         y = y[..., :h, :w]
         return y.reshape(b, c * y.shape[1], h, w)
 

@@ -26,7 +26,7 @@ from ..imaging.ablation import AblationSettings
 from ..imaging.enhancer import MapEnhancer
 from ..imaging.networks import SmallUNet
 from ..imaging.training import AblationPairs
-from ..training import accelerator, interactive_output, quiet_lightning
+from ..training import fit_quietly
 
 __all__ = ["PatchDiscriminator", "Pix2PixModule", "fit_pix2pix"]
 
@@ -146,17 +146,8 @@ def fit_pix2pix(
     torch.manual_seed(seed)
     module = Pix2PixModule(SmallUNet(scale=1), l1_weight=l1_weight)
     t0 = time.perf_counter()
-    with quiet_lightning():
-        trainer = L.Trainer(
-            max_steps=2 * steps,  # Lightning counts the steps of both optimisers
-            accelerator=accelerator(device),
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=interactive_output(),
-        )
-        trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=batch_size))
+    # Lightning counts the steps of both optimisers.
+    fit_quietly(module, DataLoader(data, batch_size=batch_size), 2 * steps, device)
     enh = MapEnhancer("unet_small", 1, steps=steps, batch_size=batch_size, patch=patch, seed=seed)
     enh.net = module.generator.cpu().eval()
     tail = np.asarray(module.curve[-100:], dtype=float)

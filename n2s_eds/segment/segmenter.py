@@ -26,8 +26,8 @@ from hyperspy.signals import Signal2D
 from torch.utils.data import DataLoader
 
 from ..exceptions import InvalidInputError
-from ..serialization import package_version, read_payload, write_model_file
-from ..training import accelerator, interactive_output, quiet_lightning
+from ..serialization import load_weights, package_version, read_format, write_model_file
+from ..training import fit_quietly
 from .features import scan_channels
 from .labels import check_labels, phase_signal, read_labels, scan_axes
 from .networks import ENCODERS, SegmentationNet, load_encoder
@@ -185,19 +185,7 @@ class Segmenter:
         module = SegmenterModule(net, lr=self.lr, trunk_lr=self.trunk_lr)
         module.scan = scan_input(channels.data)  # for callbacks that follow the full map
         t0 = time.perf_counter()
-        with quiet_lightning():
-            trainer = L.Trainer(
-                max_steps=self.steps,
-                accelerator=accelerator(self.device),
-                devices=1,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=interactive_output(),
-                callbacks=callbacks,
-                log_every_n_steps=max(self.steps // 20, 1),
-            )
-            trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=None))
+        fit_quietly(module, DataLoader(data, batch_size=None), self.steps, self.device, callbacks)
         self.net = module.net.cpu().eval()
         self.channel_names = channels.names
         self.phase_names = names or tuple(f"phase {k}" for k in range(n_phases))
@@ -312,21 +300,15 @@ class Segmenter:
             Missing, truncated or foreign files, or weights that do not fit.
         """
         path = Path(path)
-        desc, state = read_payload(path, "segmenter", "Segmenter.save()")
-        if not isinstance(desc, dict) or desc.get("format") != SEGMENTER_FORMAT:
-            raise InvalidInputError(
-                f"{str(path)!r} is not an n2s_eds segmenter file (made by Segmenter.save)"
-            )
-        if desc.get("format_version", 0) > SEGMENTER_FORMAT_VERSION:
-            raise InvalidInputError(f"{str(path)!r} needs a newer n2s_eds; upgrade to read it")
+        desc, state = read_format(
+            path, SEGMENTER_FORMAT, SEGMENTER_FORMAT_VERSION, "segmenter", "Segmenter.save()"
+        )
         seg = cls(**desc["options"], device=device)
         seg.channel_names = tuple(desc["channel_names"])
         seg.phase_names = tuple(desc["phase_names"])
         net = SegmentationNet(len(seg.channel_names), len(seg.phase_names))
-        try:
-            net.load_state_dict({k: v.float() for k, v in state.items()})
-        except (RuntimeError, KeyError) as exc:
-            raise InvalidInputError(f"the weights in {str(path)!r} do not fit: {exc}") from None
+        state = {k: v.float() for k, v in state.items()}
+        load_weights(net, state, f"the weights in {str(path)!r} do not fit")
         seg.net = net.eval()
         seg.history = dict(desc.get("training", {}))
         return seg
