@@ -24,6 +24,7 @@ from exspy.signals import EDSTEMSpectrum
 
 from ..exceptions import InvalidInputError
 from ..io.signals import describe_signal, is_lazy, is_signal, scan_shape_of, signal_dims
+from .labels import integer_map
 
 __all__ = ["PhaseComposition", "phase_composition", "composition_error"]
 
@@ -92,17 +93,7 @@ def _phase_array(phases: Any, shape: tuple[int, int]) -> tuple[np.ndarray, Any]:
         arr = np.asarray(data)
     else:
         arr = np.asarray(phases)
-    if arr.shape != tuple(shape):
-        raise InvalidInputError(
-            f"the phase map has shape {arr.shape} but the scan is {tuple(shape)} (Y, X); "
-            "pass phase indices on the spectrum image's own scan grid."
-        )
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
-            raise InvalidInputError("the phase map must hold integer phase indices.")
-    elif arr.dtype.kind not in "iub":
-        raise InvalidInputError(f"the phase map must hold integers, got dtype {arr.dtype}.")
-    return arr.astype(np.int64), names
+    return integer_map(arr, shape, "phase indices", "pass the phase map"), names
 
 
 def _check_signal(signal: Any) -> tuple[int, int]:

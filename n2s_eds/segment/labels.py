@@ -20,6 +20,7 @@ from ..io.writers import atomic_file
 __all__ = [
     "UNLABELLED",
     "check_labels",
+    "integer_map",
     "read_labels",
     "write_labels",
     "sample_labels",
@@ -30,6 +31,29 @@ __all__ = [
 #: The value of an unlabelled pixel in a label array.
 UNLABELLED = -1
 _IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def integer_map(values: Any, shape: tuple[int, int], what: str, hint: str) -> np.ndarray:
+    """``values`` as a new int64 ``(Y, X)`` array, checked to have the scan's ``shape`` and
+    to hold integers (floats of integer value pass); ``what`` and ``hint`` word the errors.
+
+    Raises
+    ------
+    InvalidInputError
+        Another shape, or values that are not integers.
+    """
+    arr = np.asarray(values)
+    if arr.shape != tuple(shape):
+        raise InvalidInputError(
+            f"{what} have shape {arr.shape} but the scan is {tuple(shape)} (Y, X); {hint} "
+            "on the scan's own grid."
+        )
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
+            raise InvalidInputError(f"{what} must be integers ({hint}).")
+    elif arr.dtype.kind not in "iub":
+        raise InvalidInputError(f"{what} must be integers, got dtype {arr.dtype}.")
+    return arr.astype(np.int64)
 
 
 def check_labels(
@@ -59,18 +83,7 @@ def check_labels(
         Another shape, non-integer values, values below -1 or beyond the phase names, fewer
         than two phases, or a phase without any labelled pixel.
     """
-    arr = np.asarray(labels)
-    if arr.shape != tuple(shape):
-        raise InvalidInputError(
-            f"labels have shape {arr.shape} but the scan is {tuple(shape)} (Y, X); draw the "
-            "labels on the scan's own grid."
-        )
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
-            raise InvalidInputError("labels must be integers (-1 for unlabelled pixels).")
-    elif arr.dtype.kind not in "iub":
-        raise InvalidInputError(f"labels must be integers, got dtype {arr.dtype}.")
-    arr = arr.astype(np.int64)
+    arr = integer_map(labels, shape, "labels", "-1 for unlabelled pixels; draw them")
     if arr.min() < UNLABELLED:
         raise InvalidInputError(
             f"labels hold {int(arr.min())}; use -1 for unlabelled pixels and 0, 1, ... for "
