@@ -42,7 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "scratch": {"pretrained": False},
 }
 #: Steps at which the convergence curves are read.
-CURVE_STEPS = (5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 400, 500, 600, 800, 1000,
+CURVE_STEPS = (1, 2, 3, 4, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 400, 500, 600, 800, 1000,
                1500, 2000)  # fmt: skip
 FRACTIONS = (0.001, 0.01, 0.05, 0.2)
 DOSES = (5.0, 20.0, 100.0)
@@ -291,6 +291,13 @@ def _select(rows, **what) -> list[dict[str, Any]]:
     return [r for r in rows if all(r.get(k) == v for k, v in what.items())]
 
 
+def longest_curves(rows, case: str) -> dict[str, list[list[float]]]:
+    """Per method, the convergence curve of the longest recorded run on ``case``."""
+    runs = sorted((r for r in _select(rows, case=case, seed=0) if r["curve"]),
+                  key=lambda r: r["steps"])  # fmt: skip
+    return {r["method"]: r["curve"] for r in runs}
+
+
 def write_figures(rows: list[dict[str, Any]], out: Path, steps: int) -> None:
     import matplotlib
 
@@ -302,11 +309,10 @@ def write_figures(rows: list[dict[str, Any]], out: Path, steps: int) -> None:
     colours = {"pretrained": "C0", "pix2pix": "C2", "scratch": "C3"}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, kind in zip(axes, ("tem", "sem"), strict=True):
-        for r in _select(rows, case=f"{kind}_20", fraction=0.01, seed=0):
-            if r["curve"] and r["steps"] > steps:
-                c = np.asarray(r["curve"])
-                ax.plot(c[:, 0], c[:, 2], "-", color=colours[r["method"]], label=r["method"])
-                ax.plot(c[:, 0], c[:, 1], ":", color=colours[r["method"]])
+        for method, curve in longest_curves(rows, f"{kind}_20").items():
+            c = np.asarray(curve)
+            ax.plot(c[:, 0], c[:, 2], "-", color=colours[method], label=method)
+            ax.plot(c[:, 0], c[:, 1], ":", color=colours[method])
         ax.axhline(0.85, color="grey", lw=0.8)
         ax.set(xscale="log", xlabel="training steps", title=f"{kind.upper()} phantom, dose 20, 1 %")
     axes[0].set_ylabel("mean IoU (solid: away from boundaries, dotted: all)")
@@ -394,8 +400,7 @@ def cmd_report(ns: argparse.Namespace) -> None:
                           f"{np.mean([r['predict_s'] for r in sel]):.2f} |")  # fmt: skip
     md += ["", "## Convergence (dose 20, 1 %, seed 0): mean IoU all / away by step", ""]
     for kind in ("tem", "sem"):
-        curves = {r["method"]: r["curve"] for r in _select(rows, case=f"{kind}_20", seed=0)
-                  if r["curve"]}  # fmt: skip
+        curves = longest_curves(rows, f"{kind}_20")
         if not curves:
             continue
         done = sorted({int(c[0]) for cur in curves.values() for c in cur})
