@@ -27,9 +27,9 @@ from scipy.cluster.vq import kmeans2
 from scipy.optimize import linear_sum_assignment
 
 from ..exceptions import InvalidInputError
-from ..io.signals import describe_signal, is_lazy, is_signal, scan_shape_of, signal_dims
+from ..io.signals import is_lazy
 from ..io.validation import NonIntegerCountsWarning, check_spectrum_image
-from .features import element_maps
+from .features import element_maps, spectrum_image_shape
 from .labels import phase_signal
 
 __all__ = [
@@ -64,17 +64,6 @@ _METHOD_TEXT = {"kmeans": "k-means"}
 _N_INIT = 10
 _ITERATIONS = 50
 _KMEANS2_RNG = "rng" if "rng" in inspect.signature(kmeans2).parameters else "seed"
-
-
-def _check_cube(signal: Any) -> tuple[int, int]:
-    """The scan shape of a spectrum image; InvalidInputError for anything else."""
-    if not is_signal(signal) or signal_dims(signal) != (2, 1):
-        what = describe_signal(signal) if is_signal(signal) else type(signal).__name__
-        raise InvalidInputError(
-            f"expected a spectrum image (two scan axes and an energy axis, e.g. "
-            f"EDSTEMSpectrum), got {what}."
-        )
-    return scan_shape_of(signal)
 
 
 def _check_n_phases(n_phases: Any, n_pixels: int) -> int:
@@ -202,7 +191,7 @@ def cluster(
         raise InvalidInputError(
             f"features={features!r} is not known; use one of {CLUSTER_FEATURES}."
         )
-    ny, nx = _check_cube(signal)
+    ny, nx = spectrum_image_shape(signal)
     n_phases = _check_n_phases(n_phases, ny * nx)
     with warnings.catch_warnings():
         # float (denoised) cubes are what this is for: no warning about raw counts.
@@ -270,7 +259,7 @@ def hyperspy_clusters(
         raise InvalidInputError(
             f"preprocessing={preprocessing!r} is not known; use one of {HYPERSPY_PREPROCESSING}."
         )
-    ny, nx = _check_cube(signal)
+    ny, nx = spectrum_image_shape(signal)
     n_phases = _check_n_phases(n_phases, ny * nx)
     n_channels = int(signal.axes_manager.signal_axes[0].size)
     if n_components is None:

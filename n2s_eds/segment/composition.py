@@ -23,7 +23,8 @@ import numpy as np
 from exspy.signals import EDSTEMSpectrum
 
 from ..exceptions import InvalidInputError
-from ..io.signals import describe_signal, is_lazy, is_signal, scan_shape_of, signal_dims
+from ..io.signals import describe_signal, is_lazy, is_signal
+from .features import spectrum_image_shape
 from .labels import integer_map
 
 __all__ = ["PhaseComposition", "phase_composition", "composition_error"]
@@ -97,12 +98,7 @@ def _phase_array(phases: Any, shape: tuple[int, int]) -> tuple[np.ndarray, Any]:
 
 
 def _check_signal(signal: Any) -> tuple[int, int]:
-    if not is_signal(signal) or signal_dims(signal) != (2, 1):
-        what = describe_signal(signal) if is_signal(signal) else type(signal).__name__
-        raise InvalidInputError(
-            f"expected a spectrum image (two scan axes and an energy axis, e.g. "
-            f"EDSTEMSpectrum), got {what}."
-        )
+    shape = spectrum_image_shape(signal)
     if not hasattr(signal, "get_lines_intensity"):
         raise InvalidInputError(
             f"{describe_signal(signal)} is not an EDS signal: convert it with "
@@ -113,7 +109,7 @@ def _check_signal(signal: Any) -> tuple[int, int]:
             "the spectrum image names no X-ray lines: the k-factors go with its lines. Call "
             "signal.set_lines([...]) (or signal.add_lines()) first."
         )
-    return scan_shape_of(signal)
+    return shape
 
 
 def _k_factors(k_factors: Any, lines: list[str]) -> tuple[list[str], list[float]]:

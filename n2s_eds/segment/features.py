@@ -17,10 +17,17 @@ import numpy as np
 
 from ..exceptions import InvalidInputError
 from ..io.guide import match_guide
-from ..io.signals import describe_signal, is_signal, signal_dims
+from ..io.signals import describe_signal, is_signal, scan_shape_of, signal_dims
 from ..io.validation import NonIntegerCountsWarning, check_spectrum_image
 
-__all__ = ["ScanChannels", "scan_channels", "element_maps", "is_image", "is_image_stack"]
+__all__ = [
+    "ScanChannels",
+    "scan_channels",
+    "element_maps",
+    "is_image",
+    "is_image_stack",
+    "spectrum_image_shape",
+]
 
 #: Metadata items that may name the images of a stack, one name per image.
 _STACK_NAMES = ("Acquisition_instrument.LA_ICP_MS.isotopes", "Sample.elements")
@@ -53,6 +60,23 @@ def is_image(signal: Any) -> bool:
 def is_image_stack(signal: Any) -> bool:
     """Whether ``signal`` is a stack of 2D images of one scan (one navigation axis)."""
     return is_signal(signal) and signal_dims(signal) == (1, 2)
+
+
+def spectrum_image_shape(signal: Any) -> tuple[int, int]:
+    """The ``(Y, X)`` scan shape of a spectrum image (two navigation axes, one energy axis).
+
+    Raises
+    ------
+    InvalidInputError
+        For anything else.
+    """
+    if not is_signal(signal) or signal_dims(signal) != (2, 1):
+        what = describe_signal(signal) if is_signal(signal) else type(signal).__name__
+        raise InvalidInputError(
+            f"expected a spectrum image (two scan axes and an energy axis, e.g. "
+            f"EDSTEMSpectrum), got {what}."
+        )
+    return scan_shape_of(signal)
 
 
 def _stack_names(signal: Any, n: int) -> tuple[str, ...]:
