@@ -39,17 +39,28 @@ def scan_input(channels: np.ndarray) -> torch.Tensor:
     return network_input(np.asarray(channels, dtype=np.float32))[0][None]
 
 
+def _noise_sigmas(channels: np.ndarray, counts: tuple[bool, ...]) -> list[float | None]:
+    """Per intensity channel its estimated noise standard deviation (in its units); ``None``
+    for count channels, which are thinned instead."""
+    out: list[float | None] = []
+    for image, is_counts in zip(channels, counts, strict=True):
+        if is_counts:
+            out.append(None)
+        else:
+            scale = robust_scale(image[None])[0]
+            out.append(float(noise_level(image[None] / scale)[0] * scale))
+    return out
+
+
 def _augment_noise(
-    channels: np.ndarray, counts: tuple[bool, ...], rng: np.random.Generator
+    channels: np.ndarray, sigmas: list[float | None], rng: np.random.Generator
 ) -> np.ndarray:
     out = np.empty_like(channels)
     keep = rng.uniform(0.5, 1.0)
-    for i, (image, is_counts) in enumerate(zip(channels, counts, strict=True)):
-        if is_counts:
+    for i, (image, sigma) in enumerate(zip(channels, sigmas, strict=True)):
+        if sigma is None:
             out[i] = rng.binomial(np.round(image).astype(np.int64), keep) / keep
         else:
-            scale = robust_scale(image[None])[0]
-            sigma = noise_level(image[None] / scale)[0] * scale
             out[i] = image + rng.normal(0.0, 0.7 * rng.random() * sigma, image.shape)
     return out.astype(np.float32)
 
@@ -95,6 +106,7 @@ class SparseLabelBatches(IterableDataset):
         self.batch_size = int(batch_size)
         self.patch = (min(int(patch), self.labels.shape[0]), min(int(patch), self.labels.shape[1]))
         self.seed = int(seed)
+        self.sigmas = _noise_sigmas(self.channels, self.counts)  # fixed: estimated once
         # Crop corners whose crop holds at least one labelled pixel (a summed-area table).
         ph, pw = self.patch
         table = np.pad((self.labels != UNLABELLED).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
@@ -106,7 +118,7 @@ class SparseLabelBatches(IterableDataset):
         labels = torch.from_numpy(self.labels)
         ph, pw = self.patch
         while True:
-            x = scan_input(_augment_noise(self.channels, self.counts, rng))[0]
+            x = scan_input(_augment_noise(self.channels, self.sigmas, rng))[0]
             xs, ys = [], []
             for _ in range(self.batch_size):
                 y0, x0 = self.corners[rng.integers(len(self.corners))]
