@@ -90,19 +90,13 @@ def phantom_case(kind: str, dose: float, image: bool = False) -> dict[str, Any]:
 
 
 def clinker_case() -> dict[str, Any]:
-    from hyperspy.signals import Signal2D
-
     from n2s_eds.imaging.clinker import PHASES, phase_masks, read_clinker, to_counts
 
     raw = read_clinker()
-    counts = Signal2D(to_counts(raw).astype(np.float32))
-    for a_in, a_out in zip(raw.axes_manager._axes, counts.axes_manager._axes, strict=True):
-        a_out.name, a_out.scale, a_out.units = a_in.name, a_in.scale, a_in.units
-    counts.metadata.set_item(
-        "Acquisition_instrument.LA_ICP_MS.isotopes",
-        list(raw.metadata.Acquisition_instrument.LA_ICP_MS.isotopes),
-    )
+    counts = raw.deepcopy()  # axes and metadata (the isotope names) kept
+    counts.data = to_counts(raw).astype(np.float32)
     counts.metadata.General.title = "clinker (counts)"
+    counts.metadata.Signal.quantity = "Counts"
     masks = phase_masks()
     truth = np.full(masks[PHASES[0]].shape, -1, dtype=np.int64)
     for k, name in enumerate(PHASES):
